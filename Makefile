@@ -1,0 +1,34 @@
+# Two commands do everything on a fresh machine:
+#   make demo   - build .venv, then run the main job (writes demo_output/)
+#   make test   - build .venv, then run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test test-fast bench clean
+
+venv: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -c constraints.txt -e ".[test,plot]"
+	$(PY) -c "import torch, timm, sklearn; print('torch', torch.__version__, '| timm', timm.__version__, '| sklearn', sklearn.__version__)"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) examples/demo.py --output demo_output
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) demo_output *.egg-info

@@ -1,0 +1,3 @@
+"""skcfx: counterfactual explanations for image classifiers, as scikit-learn estimators."""
+
+__version__ = "0.1.0"
