@@ -1,0 +1,348 @@
+"""CounterfactualExplainer: one estimator, several counterfactual methods."""
+
+from __future__ import annotations
+
+import numbers
+import time
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, clone
+from sklearn.exceptions import NotFittedError
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+from tqdm.auto import tqdm
+
+from ._images import check_images, iter_batches, to_numpy, to_tensor
+from ._validation import make_generator, resolve_device, seed_from_random_state
+from .classifiers import as_proba_model
+from .encoder import DiffAEEncoder
+from .explanation import CounterfactualExplanation
+from .methods import CounterfactualMethod, ExplainContext, create_method
+from .modes import ModalDirectionFinder
+
+__all__ = ["CounterfactualExplainer"]
+
+
+def _is_fitted(estimator):
+    try:
+        check_is_fitted(estimator)
+    except NotFittedError:
+        return False
+    return True
+
+
+class CounterfactualExplainer(BaseEstimator):
+    """Counterfactual explanations of an image classifier with a diffusion autoencoder.
+
+    ``method='difclue'`` (default) makes one counterfactual per mode of the target class by
+    walking the semantic latent of a :class:`DiffAEEncoder` along the directions of a
+    :class:`ModalDirectionFinder` (DifCluE). ``method='dime'`` and ``'fastdime'`` make
+    counterfactuals by classifier-guided diffusion with the same network (DiME, Jeanneret et al.
+    2022, and its fast variant).
+
+    Parameters
+    ----------
+    encoder : DiffAEEncoder, default=None
+        The diffusion autoencoder. A fitted one is reused as is (never retrained); an unfitted one
+        is cloned and fitted in :meth:`fit`; ``None`` fits ``DiffAEEncoder(random_state=...)``.
+    direction_finder : ModalDirectionFinder, default=None
+        Mode finder (DifCluE). Reused when fitted with the encoder's latent width, else cloned
+        and fitted on the training latents; ``None`` means ``ModalDirectionFinder()``.
+    classifier : object
+        The model to explain: a :class:`skcfx.classifiers.TimmClassifier`, a fitted scikit-learn
+        classifier with ``predict_proba`` on flattened images, a ``torch.nn.Module`` returning
+        logits for ``(n, C, H, W)`` images in [-1, 1] (any timm model), or a callable mapping
+        ``(n, H, W, C)`` images in [0, 1] to probabilities. An unfitted TimmClassifier or
+        scikit-learn classifier is cloned and fitted on ``(X, y)`` in :meth:`fit`.
+    method : {'difclue', 'dime', 'fastdime'} or CounterfactualMethod, default='difclue'
+        How counterfactuals are made; pass e.g. ``DifCluE(alpha=0.5)`` or ``DiME(n_samples=3)``
+        to set a method's options (also reachable as ``method__alpha`` in ``set_params``).
+    mode_labels : {'labels', 'classifier'}, default='labels'
+        Which labels define the modes of each class: the dataset labels ``y`` (as in the DifCluE
+        paper) or the explained classifier's own predictions on ``X`` (modes of what the
+        classifier calls each class).
+    batch_size : int, default=64
+        Queries explained at once; bounds memory for large inputs.
+    device : {'auto', 'cpu', 'cuda', 'cuda:N'}, default='auto'
+        Where explanations are computed; ``'auto'`` follows the encoder's device.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the encoder and finder fitted here and every random draw of :meth:`explain`.
+    verbose : bool, default=False
+        Progress bars.
+
+    Attributes
+    ----------
+    encoder_ : DiffAEEncoder
+    direction_finder_ : ModalDirectionFinder or None
+    classifier_ : object
+        The explained model (fitted clone when it had to be fitted).
+    method_ : CounterfactualMethod
+    classes_ : ndarray
+        Class labels, in the column order of the classifier's probabilities.
+    image_shape_ : tuple
+        ``(H, W, C)`` the explainer accepts.
+
+    Examples
+    --------
+    >>> from skcfx import CounterfactualExplainer, DiffAEEncoder
+    >>> from skcfx.classifiers import TimmClassifier
+    >>> from skcfx.datasets import load_digits_images
+    >>> X, y = load_digits_images(image_size=16)
+    >>> y2 = (y == 1) | (y == 7)  # a class with two modes
+    >>> explainer = CounterfactualExplainer(
+    ...     encoder=DiffAEEncoder(max_steps=5, batch_size=8, random_state=0),
+    ...     classifier=TimmClassifier(max_epochs=1, random_state=0), random_state=0,
+    ... ).fit(X[:64], y2[:64])
+    >>> explanation = explainer.explain(X[64:66])
+    >>> explanation.counterfactuals.shape[:2]
+    (2, 2)
+    """
+
+    _parameter_constraints = {
+        "encoder": [DiffAEEncoder, None],
+        "direction_finder": [ModalDirectionFinder, None],
+        "classifier": "no_validation",
+        "method": [StrOptions({"difclue", "dime", "fastdime"}), CounterfactualMethod],
+        "mode_labels": [StrOptions({"labels", "classifier"})],
+        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "device": [str, torch.device],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        encoder=None,
+        direction_finder=None,
+        classifier=None,
+        method="difclue",
+        *,
+        mode_labels="labels",
+        batch_size=64,
+        device="auto",
+        random_state=None,
+        verbose=False,
+    ):
+        self.encoder = encoder
+        self.direction_finder = direction_finder
+        self.classifier = classifier
+        self.method = method
+        self.mode_labels = mode_labels
+        self.batch_size = batch_size
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ fitting
+    def _fit_encoder(self, X):
+        encoder = self.encoder if self.encoder is not None else DiffAEEncoder(random_state=self.random_state)
+        if _is_fitted(encoder):
+            return encoder
+        encoder = clone(encoder)
+        if encoder.random_state is None and self.random_state is not None:
+            encoder.set_params(random_state=self.random_state)
+        if self.verbose and not encoder.verbose:
+            encoder.set_params(verbose=True)
+        return encoder.fit(X)
+
+    def _fit_classifier(self, X, y):
+        clf = self.classifier
+        if clf is None:
+            raise ValueError(
+                "classifier is required: pass the model to explain (a TimmClassifier, a fitted "
+                "scikit-learn classifier, a torch.nn.Module returning logits, or a callable)."
+            )
+        if isinstance(clf, torch.nn.Module) or not hasattr(clf, "fit"):
+            return clf
+        if _is_fitted(clf):
+            return clf
+        return clone(clf).fit(X, y)
+
+    def _fit_finder(self, Z, labels):
+        finder = self.direction_finder
+        if finder is None:
+            finder = ModalDirectionFinder(random_state=self.random_state)
+        if _is_fitted(finder):
+            if finder.n_features_in_ != Z.shape[1]:
+                raise ValueError(
+                    f"direction_finder was fitted on {finder.n_features_in_}-dimensional latents "
+                    f"but the encoder produces {Z.shape[1]}."
+                )
+            return finder
+        return clone(finder).fit(Z, labels)
+
+    def fit(self, X, y):
+        """Fit what is not fitted yet: encoder, classifier, direction finder, method.
+
+        Parameters
+        ----------
+        X : images
+            Training images (see :func:`skcfx._images.check_images` for accepted forms).
+        y : array-like of shape (n,)
+            Class labels.
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        images = check_images(X, name="X")
+        y = np.asarray(y)
+        if y.ndim != 1 or y.shape[0] != images.shape[0]:
+            raise ValueError(f"y must be 1-D with one label per image ({images.shape[0]}), got shape {y.shape}.")
+        if np.unique(y).size < 2:
+            raise ValueError("y must contain at least two classes.")
+        method = create_method(self.method)
+        encoder = self._fit_encoder(images)
+        if method.needs_unconditional and not encoder.config_.null_latent:
+            raise ValueError(
+                f"method={method.name!r} needs an unconditional denoiser: fit the encoder with "
+                "latent_dropout > 0 (a learned null latent)."
+            )
+        classifier = self._fit_classifier(images, y)
+        proba_model = as_proba_model(classifier, image_shape=images.shape[1:])
+        device = encoder.device_ if self.device == "auto" else resolve_device(self.device)
+        classes = np.asarray(proba_model.classes_)
+        unknown = np.setdiff1d(np.unique(y), classes)
+        if unknown.size:
+            raise ValueError(
+                f"y holds labels {unknown.tolist()} that the classifier does not know (classes: {classes.tolist()})."
+            )
+        Z = encoder.transform(images)
+        pred_index = np.argmax(proba_model.predict_proba(images), axis=1)
+        finder = None
+        if method.needs_directions:
+            labels = y if self.mode_labels == "labels" else classes[pred_index]
+            finder = self._fit_finder(Z, labels)
+        context = self._context(encoder, finder, proba_model, device, classes)
+        method.fit(context, Z, pred_index)
+        # Commit fitted state only once everything succeeded.
+        self.encoder_, self.classifier_, self.direction_finder_ = encoder, classifier, finder
+        self.proba_model_, self.method_, self.classes_ = proba_model, method, classes
+        self.image_shape_ = tuple(images.shape[1:])
+        self.device_ = device
+        return self
+
+    def _context(self, encoder, finder, proba_model, device, classes, generator=None):
+        return ExplainContext(
+            encoder=encoder,
+            direction_finder=finder,
+            proba_model=proba_model,
+            device=device,
+            generator=generator,
+            class_of_index=classes,
+            verbose=bool(self.verbose),
+        )
+
+    # ------------------------------------------------------------------ explaining
+    def _resolve_targets(self, target_class, original_proba):
+        """Target class indices as an ``(n, n_t)`` array; column 0 is the primary target.
+
+        With ``target_class=None`` every class but the predicted one is a target, most probable
+        first.
+        """
+        n, n_classes = original_proba.shape
+        if target_class is None:
+            order = np.argsort(-original_proba, axis=1, kind="stable")
+            return order[:, 1:]
+        target = np.asarray(target_class)
+        if target.ndim == 0:
+            target = np.repeat(target[None], n)
+        if target.ndim != 1 or target.shape[0] != n:
+            raise ValueError(
+                f"target_class must be None, one class label, or one label per query ({n}), got shape {target.shape}."
+            )
+        index = {c: i for i, c in enumerate(self.classes_.tolist())}
+        try:
+            return np.array([index[c] for c in target.tolist()], dtype=np.int64)[:, None]
+        except KeyError as exc:
+            raise ValueError(
+                f"target_class {exc.args[0]!r} is not a class of the classifier (classes: {self.classes_.tolist()})."
+            ) from None
+
+    def explain(self, X, target_class=None):
+        """Counterfactuals for each query.
+
+        Parameters
+        ----------
+        X : images
+            Queries, of the size the explainer was fitted on.
+        target_class : label, array-like of shape (n,) or None, default=None
+            The class each counterfactual should reach. ``None``: every class other than the one
+            the classifier predicts (binary: the opposite class).
+
+        Returns
+        -------
+        CounterfactualExplanation
+        """
+        check_is_fitted(self, "method_")
+        start = time.perf_counter()
+        h, w, c = self.image_shape_
+        images = check_images(X, name="X", image_size=(h, w), n_channels=c)
+        original_proba = self.proba_model_.predict_proba(images)
+        targets = self._resolve_targets(target_class, original_proba)
+        if self.method_.needs_directions:
+            self._check_targets_have_modes(targets)
+        generator = make_generator(seed_from_random_state(self.random_state), self.device_)
+        context = self._context(self.encoder_, self.direction_finder_, self.proba_model_, self.device_,
+                                self.classes_, generator)
+        parts, nfe_total = [], 0.0
+        batches = list(iter_batches(images.shape[0], self.batch_size))
+        for sl in tqdm(batches, desc=f"explain ({self.method_.name})", disable=not self.verbose):
+            x_0 = to_tensor(images[sl], self.device_)
+            out = self.method_.generate(context, x_0, targets[sl])
+            parts.append((to_numpy(out.counterfactuals.flatten(0, 1)).reshape(out.counterfactuals.shape[:2] + images.shape[1:]),
+                          out.cf_target, out.alphas, out.mode_ids, out.info))
+            nfe_total += out.n_function_evals
+        return self._assemble(images, original_proba, targets, parts, nfe_total, time.perf_counter() - start)
+
+    def _check_targets_have_modes(self, targets):
+        finder_classes = set(np.asarray(self.direction_finder_.classes_).tolist())
+        missing = sorted({self.classes_[t] for t in np.unique(targets) if t >= 0} - finder_classes, key=str)
+        if missing:
+            raise ValueError(
+                f"target_class {missing} has no modes: the direction finder was fitted on classes "
+                f"{sorted(finder_classes, key=str)}."
+            )
+
+    def _assemble(self, images, original_proba, targets, parts, nfe_total, wall_time):
+        k = max(p[0].shape[1] for p in parts)
+        n = images.shape[0]
+
+        def pad(arr, fill):
+            if arr.shape[1] == k:
+                return arr
+            widths = [(0, 0), (0, k - arr.shape[1])] + [(0, 0)] * (arr.ndim - 2)
+            return np.pad(arr, widths, constant_values=fill)
+
+        cfs = np.concatenate([pad(p[0], 0.0) for p in parts])
+        # padding slots hold the query itself
+        cf_target = np.concatenate([pad(p[1], -1) for p in parts])
+        empty = cf_target < 0
+        cfs[empty] = np.broadcast_to(images[:, None], cfs.shape)[empty]
+        alphas = np.concatenate([pad(p[2], np.nan) for p in parts])
+        mode_ids = np.concatenate([pad(p[3], -1) for p in parts])
+        cf_proba = self.proba_model_.predict_proba(cfs.reshape((n * k,) + images.shape[1:])).reshape(n, k, -1)
+        success = (np.argmax(cf_proba, axis=2) == cf_target) & ~empty
+        n_cf = max(int((~empty).sum()), 1)
+        infos = [p[4] for p in parts]
+        info = {key: float(np.mean([i[key] for i in infos])) for key in infos[0]} if infos and infos[0] else {}
+        info.update(method_params={k_: (v if isinstance(v, (int, float, str, bool, type(None))) else repr(v))
+                                   for k_, v in self.method_.get_params().items()})
+        return CounterfactualExplanation(
+            images=images,
+            counterfactuals=cfs.astype(np.float32, copy=False),
+            success=success,
+            original_proba=original_proba,
+            cf_proba=cf_proba,
+            target_class=targets[:, 0],
+            cf_target_class=cf_target,
+            alphas=alphas,
+            mode_ids=mode_ids,
+            classes=self.classes_,
+            n_function_evals=nfe_total / n_cf,
+            wall_time_s=wall_time,
+            method=self.method_.name,
+            info=info,
+        )
