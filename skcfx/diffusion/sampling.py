@@ -172,7 +172,8 @@ def ddim_step(x_t, eps, ab_t, ab_next, *, eta=0.0, noise=None, clip_x0=True, mea
         Clamp the clean estimate to [-1, 1] (published default).
     mean_shift : torch.Tensor or None, default=None
         Added to the mean before the noise, e.g. ``-Sigma * grad`` for
-        classifier guidance (DiME).
+        classifier guidance (DiME), with ``Sigma = schedule.posterior_variance[i]``
+        for the eta = 1 step from index ``i``.
 
     Returns
     -------
