@@ -1,0 +1,221 @@
+"""CounterfactualExplainer with DifCluE: fields, success flags, persistence, classifier kinds, bad input."""
+
+import pickle
+
+import joblib
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+
+from skcfx import CounterfactualExplainer, CounterfactualExplanation, ModalDirectionFinder
+from skcfx.methods import DifCluE
+
+
+@pytest.fixture(scope="module")
+def task(digits8):
+    X, digits = digits8
+    y = np.isin(digits, [1, 7]).astype(int)  # a class with two modes
+    return X[:300], y[:300], X[300:340], y[300:340]
+
+
+@pytest.fixture(scope="module")
+def pixel_classifier(task):
+    X, y, _, _ = task
+    return LogisticRegression(max_iter=1000).fit(X.reshape(len(X), -1), y)
+
+
+@pytest.fixture(scope="module")
+def explainer(task, fitted_tiny_encoder, pixel_classifier):
+    X, y, _, _ = task
+    return CounterfactualExplainer(
+        encoder=fitted_tiny_encoder, direction_finder=ModalDirectionFinder(n_modes=2, random_state=0),
+        classifier=pixel_classifier, method=DifCluE(max_decodes=3), random_state=0,
+    ).fit(X, y)
+
+
+def test_explanation_fields_and_shapes(explainer, task):
+    _, _, Xq, _ = task
+    e = explainer.explain(Xq[:6])
+    assert isinstance(e, CounterfactualExplanation)
+    assert e.images.shape == (6, 8, 8, 1) and e.images.dtype == np.float32
+    assert e.counterfactuals.shape == (6, 2, 8, 8, 1) and e.counterfactuals.dtype == np.float32
+    assert e.counterfactuals.min() >= 0 and e.counterfactuals.max() <= 1
+    assert e.success.shape == (6, 2) and e.success.dtype == bool
+    assert e.original_proba.shape == (6, 2) and e.cf_proba.shape == (6, 2, 2)
+    assert e.target_class.shape == (6,) and e.alphas.shape == (6, 2)
+    assert np.isfinite(e.alphas).all()
+    assert e.n_function_evals > 0 and e.wall_time_s > 0
+    # binary: the target is the opposite of the predicted class
+    np.testing.assert_array_equal(e.target_class, 1 - e.original_proba.argmax(1))
+    # each query's two slots are the two modes of its target class
+    finder = explainer.direction_finder_
+    for i in range(6):
+        assert sorted(e.mode_ids[i]) == sorted(finder.modes_for_class(explainer.classes_[e.target_class[i]]))
+
+
+def test_success_agrees_with_classifier(explainer, task, pixel_classifier):
+    _, _, Xq, _ = task
+    e = explainer.explain(Xq[:6])
+    flat = e.counterfactuals.reshape(12, -1)
+    pred = pixel_classifier.predict(flat).reshape(6, 2)
+    np.testing.assert_array_equal(e.success, pred == e.cf_target_class)
+    np.testing.assert_allclose(e.cf_proba.reshape(12, 2), pixel_classifier.predict_proba(flat), atol=1e-6)
+
+
+def test_nfe_is_bounded(explainer, task, fitted_tiny_encoder):
+    _, _, Xq, _ = task
+    e = explainer.explain(Xq[:4])
+    enc = fitted_tiny_encoder
+    # inversion shared by the query's 2 modes + at most max_decodes decodes per counterfactual
+    upper = enc.encode_steps / 2 + 3 * enc.decode_steps
+    assert enc.decode_steps <= e.n_function_evals <= upper + 1e-9
+
+
+def test_fixed_alpha_uses_one_decode(task, fitted_tiny_encoder, pixel_classifier):
+    X, y, Xq, _ = task
+    ex = CounterfactualExplainer(encoder=fitted_tiny_encoder, classifier=pixel_classifier,
+                                 method=DifCluE(alpha=0.4), random_state=0).fit(X, y)
+    e = ex.explain(Xq[:4])
+    np.testing.assert_allclose(e.alphas, 0.4)
+    enc = fitted_tiny_encoder
+    assert e.n_function_evals == pytest.approx(enc.encode_steps / 2 + enc.decode_steps)
+
+
+def test_search_steps_further_when_needed(task, fitted_tiny_encoder, pixel_classifier):
+    X, y, Xq, _ = task
+    fixed = CounterfactualExplainer(encoder=fitted_tiny_encoder, classifier=pixel_classifier,
+                                    method=DifCluE(alpha=0.05), random_state=0).fit(X, y).explain(Xq[:8])
+    auto = CounterfactualExplainer(encoder=fitted_tiny_encoder, classifier=pixel_classifier,
+                                   method=DifCluE(max_decodes=5), random_state=0).fit(X, y).explain(Xq[:8])
+    assert auto.success.sum() >= fixed.success.sum()
+
+
+def test_deterministic(explainer, task):
+    _, _, Xq, _ = task
+    a, b = explainer.explain(Xq[:3]), explainer.explain(Xq[:3])
+    np.testing.assert_array_equal(a.counterfactuals, b.counterfactuals)
+
+
+def test_batches_give_same_result(explainer, task):
+    _, _, Xq, _ = task
+    whole = explainer.explain(Xq[:5])
+    explainer.set_params(batch_size=2)
+    try:
+        split = explainer.explain(Xq[:5])
+    finally:
+        explainer.set_params(batch_size=64)
+    np.testing.assert_allclose(split.counterfactuals, whole.counterfactuals, atol=1e-5)
+    np.testing.assert_array_equal(split.success, whole.success)
+
+
+def test_explicit_target_and_unknown_target(explainer, task):
+    _, _, Xq, _ = task
+    e = explainer.explain(Xq[:3], target_class=1)
+    assert (e.target_class == 1).all()
+    with pytest.raises(ValueError, match="target_class"):
+        explainer.explain(Xq[:3], target_class=5)
+    with pytest.raises(ValueError, match="target_class"):
+        explainer.explain(Xq[:3], target_class=[0, 1])
+
+
+def test_bad_images(explainer):
+    with pytest.raises(ValueError, match="8x8"):
+        explainer.explain(np.zeros((2, 16, 16, 1)))
+    with pytest.raises(ValueError, match="NaN"):
+        explainer.explain(np.full((2, 8, 8, 1), np.nan))
+    with pytest.raises(TypeError):
+        explainer.explain("not images")
+
+
+def test_fit_reuses_fitted_encoder(explainer, fitted_tiny_encoder):
+    assert explainer.encoder_ is fitted_tiny_encoder
+
+
+def test_save_load_and_joblib(explainer, task, tmp_path):
+    _, _, Xq, _ = task
+    e = explainer.explain(Xq[:3])
+    e.save(tmp_path / "e.npz")
+    assert CounterfactualExplanation.load(tmp_path / "e.npz") == e
+    joblib.dump(explainer, tmp_path / "ex.joblib")
+    again = joblib.load(tmp_path / "ex.joblib")
+    np.testing.assert_array_equal(again.explain(Xq[:3]).counterfactuals, e.counterfactuals)
+    assert pickle.loads(pickle.dumps(e)) == e
+
+
+def test_plot_and_frame(explainer, task):
+    _, _, Xq, _ = task
+    e = explainer.explain(Xq[:3])
+    fig = e.plot()
+    assert len(fig.axes) == 3 * (1 + 2 * 2)
+    frame = e.to_frame()
+    assert len(frame["query"]) == 6
+    with pytest.raises(ValueError, match="indices"):
+        e.plot(indices=[10])
+
+
+class _TinyNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(64, 2)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+def test_torch_module_and_callable_classifiers(task, fitted_tiny_encoder, pixel_classifier):
+    X, y, Xq, _ = task
+    torch.manual_seed(0)
+    net = _TinyNet().eval()
+    e = CounterfactualExplainer(encoder=fitted_tiny_encoder, classifier=net, random_state=0).fit(X, y).explain(Xq[:2])
+    assert e.counterfactuals.shape[:2] == (2, 2)
+
+    def proba(images):
+        return pixel_classifier.predict_proba(images.reshape(len(images), -1))
+
+    e = CounterfactualExplainer(encoder=fitted_tiny_encoder, classifier=proba, random_state=0).fit(X, y).explain(Xq[:2])
+    assert e.success.shape == (2, 2)
+
+
+def test_mode_labels_from_classifier(task, fitted_tiny_encoder, pixel_classifier):
+    X, y, _, _ = task
+    ex = CounterfactualExplainer(encoder=fitted_tiny_encoder, classifier=pixel_classifier,
+                                 mode_labels="classifier", random_state=0).fit(X, y)
+    Z = fitted_tiny_encoder.transform(X)
+    ref = ModalDirectionFinder(random_state=0).fit(Z, pixel_classifier.predict(X.reshape(len(X), -1)))
+    np.testing.assert_allclose(ex.direction_finder_.directions_, ref.directions_, atol=1e-6)
+
+
+def test_multiclass_none_targets_every_other_class(digits8, fitted_tiny_encoder):
+    X, digits = digits8
+    mask = digits < 3
+    X3, y3 = X[mask][:150], digits[mask][:150]
+    clf = LogisticRegression(max_iter=1000).fit(X3.reshape(len(X3), -1), y3)
+    ex = CounterfactualExplainer(encoder=fitted_tiny_encoder, classifier=clf,
+                                 direction_finder=ModalDirectionFinder(n_modes=1, random_state=0),
+                                 method=DifCluE(alpha=0.5), random_state=0).fit(X3, y3)
+    e = ex.explain(X3[:4])
+    assert e.counterfactuals.shape[:2] == (4, 2)  # one mode for each of the two other classes
+    pred = e.original_proba.argmax(1)
+    for i in range(4):
+        assert set(e.cf_target_class[i]) == set(range(3)) - {pred[i]}
+
+
+def test_fit_errors(task, fitted_tiny_encoder, pixel_classifier):
+    X, y, _, _ = task
+    with pytest.raises(ValueError, match="classifier is required"):
+        CounterfactualExplainer(encoder=fitted_tiny_encoder).fit(X, y)
+    with pytest.raises(ValueError, match="one label per image"):
+        CounterfactualExplainer(encoder=fitted_tiny_encoder, classifier=pixel_classifier).fit(X, y[:-1])
+    with pytest.raises(ValueError, match="method"):
+        CounterfactualExplainer(encoder=fitted_tiny_encoder, classifier=pixel_classifier, method="nope").fit(X, y)
+    with pytest.raises(ValueError, match="does not know"):
+        CounterfactualExplainer(encoder=fitted_tiny_encoder, classifier=pixel_classifier).fit(X, y + 5)
+
+
+def test_failed_explain_leaves_explainer_unchanged(explainer, task):
+    _, _, Xq, _ = task
+    before = pickle.dumps(explainer)
+    with pytest.raises(ValueError):
+        explainer.explain(Xq[:2], target_class="cat")
+    assert pickle.dumps(explainer) == before
