@@ -10,12 +10,15 @@ from .base import (
     register_method,
 )
 from .difclue import DifCluE
+from .dime import DiME, FastDiME
 
 __all__ = [
     "CounterfactualMethod",
     "ExplainContext",
     "MethodOutput",
     "DifCluE",
+    "DiME",
+    "FastDiME",
     "create_method",
     "layout_slots",
     "list_methods",
