@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from ._images import check_images, iter_batches, to_numpy, to_tensor
 from ._validation import make_generator, resolve_device, seed_from_random_state
-from .classifiers import as_proba_model
+from .classifiers import TimmClassifier, as_proba_model
 from .encoder import DiffAEEncoder
 from .explanation import CounterfactualExplanation
 from .methods import CounterfactualMethod, ExplainContext, create_method
@@ -157,7 +157,10 @@ class CounterfactualExplainer(BaseEstimator):
             return clf
         if _is_fitted(clf):
             return clf
-        return clone(clf).fit(X, y)
+        if isinstance(clf, TimmClassifier):
+            return clone(clf).fit(X, y)
+        # Other scikit-learn classifiers see flattened pixels (the adapter's convention).
+        return clone(clf).fit(X.reshape(X.shape[0], -1), y)
 
     def _fit_finder(self, Z, labels):
         finder = self.direction_finder
@@ -327,7 +330,9 @@ class CounterfactualExplainer(BaseEstimator):
         success = (np.argmax(cf_proba, axis=2) == cf_target) & ~empty
         n_cf = max(int((~empty).sum()), 1)
         infos = [p[4] for p in parts]
-        info = {key: float(np.mean([i[key] for i in infos])) for key in infos[0]} if infos and infos[0] else {}
+        # Per-batch statistics, averaged with the batch sizes as weights.
+        weights = [p[1].shape[0] for p in parts]
+        info = {key: float(np.average([i[key] for i in infos], weights=weights)) for key in infos[0]} if infos[0] else {}
         info.update(method_params={k_: (v if isinstance(v, (int, float, str, bool, type(None))) else repr(v))
                                    for k_, v in self.method_.get_params().items()})
         return CounterfactualExplanation(

@@ -219,3 +219,17 @@ def test_failed_explain_leaves_explainer_unchanged(explainer, task):
     with pytest.raises(ValueError):
         explainer.explain(Xq[:2], target_class="cat")
     assert pickle.dumps(explainer) == before
+
+
+def test_unfitted_classifiers_are_fitted_on_a_clone(task, fitted_tiny_encoder):
+    X, y, Xq, _ = task
+    clf = LogisticRegression(max_iter=500)
+    ex = CounterfactualExplainer(encoder=fitted_tiny_encoder, classifier=clf, method=DifCluE(alpha=0.3),
+                                 random_state=0).fit(X, y)
+    assert not hasattr(clf, "coef_") and hasattr(ex.classifier_, "coef_")
+    from skcfx.classifiers import TimmClassifier
+
+    tc = TimmClassifier("test_resnet", max_epochs=1, batch_size=32, random_state=0)
+    ex = CounterfactualExplainer(encoder=fitted_tiny_encoder, classifier=tc, method=DifCluE(alpha=0.3),
+                                 random_state=0).fit(X, y)
+    assert ex.explain(Xq[:2]).counterfactuals.shape[:2] == (2, 2)

@@ -1,0 +1,102 @@
+"""Regenerate the README's results section from benchmarks/results/*.json.
+
+    python benchmarks/make_readme_table.py          # rewrites README.md between the markers
+"""
+
+import json
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+README = HERE.parent / "README.md"
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def _load(name):
+    path = HERE / "results" / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _machine(result):
+    m = result["machine"]
+    device = m["cuda"] or f"CPU ({m['cpu_count']} cores, {m['torch_threads']} torch threads)"
+    return f"{device}, torch {m['versions']['torch']}, {result['date']}"
+
+
+def _f(value, digits=3):
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def diffae_section(r):
+    s = r["settings"]
+    lines = [f"**DiffAE on digits, 16 px** (`benchmarks/diffae_digits.py`; {_machine(r)}): "
+             f"{s['n_parameters'] / 1e6:.2f}M parameters, {s['max_steps']} steps of batch {s['batch_size']}, "
+             f"trained in {r['training_wall_time_s'] / 60:.1f} min on {s['n_train']} images; "
+             f"held-out reconstruction MSE in [-1, 1] units on {s['n_eval']} images:", "",
+             "| DDIM steps (invert / decode) | MSE, inverted x_T | MSE, random x_T | encode img/s | decode img/s |",
+             "|---|---|---|---|---|"]
+    for row in r["reconstruction"]:
+        lines.append(f"| {row['encode_steps']} / {row['decode_steps']} | {_f(row['mse_inverted_noise'], 4)} | "
+                     f"{_f(row['mse_random_noise'], 4)} | {row['encode_images_per_s']:.0f} | "
+                     f"{row['decode_images_per_s']:.0f} |")
+    return lines
+
+
+def difclue_section(r):
+    s = r["settings"]
+    lines = [f"**DifCluE mixed-class protocol on digits** (`benchmarks/difclue_digits.py`; {_machine(r)}): "
+             f"pairs {s['pairs']} each form the positive class, {s['n_queries']} held-out negatives per pair "
+             f"explained towards each mode; oracle = SVC on pixels (accuracy {_f(r['oracle_accuracy'])}). "
+             "Percent conversion = share of mode-k counterfactuals the oracle reads as digit k.", "",
+             "| variant | pair | percent conversion (per digit) | mean | flip rate | mode ARI | NFE / CF | mean alpha |",
+             "|---|---|---|---|---|---|---|---|"]
+    for run in r["runs"]:
+        for name, m in run["variants"].items():
+            per = ", ".join(f"{k}: {_f(v, 2)}" for k, v in m["percent_conversion"]["per_mode"].items())
+            if "shows_digit" in m:
+                per = ", ".join(f"{k}: {_f(v, 2)}" for k, v in m["shows_digit"].items()) + " (one CF shows)"
+            lines.append(f"| {name} | {run['pair']} | {per} | {_f(m['percent_conversion']['mean'], 2)} | "
+                         f"{_f(m['flip_rate'], 2)} | {_f(m['mode_recovery']['ari'], 2)} | "
+                         f"{m['n_function_evals']:.1f} | {_f(m['mean_alpha'], 2)} |")
+    return lines
+
+
+def compare_section(r):
+    s = r["settings"]
+    lines = [f"**DifCluE vs DiME vs FastDiME** (`benchmarks/compare_methods.py`; {_machine(r)}): same DiffAE, "
+             f"classifier and {s['n_queries']} queries (digits {s['pair']} positive), "
+             f"{s['n_samples']} samples per query for DiME/FastDiME, 2 modes for DifCluE.", "",
+             "| method | flip rate | L1 | sigma_L | NFE / CF | s / CF | NFE ratio to DifCluE |", "|---|---|---|---|---|---|---|"]
+    for name, m in r["results"].items():
+        ratio = r["ratios"][name]["nfe_ratio_to_difclue"]
+        lines.append(f"| {name} | {_f(m['flip_rate'], 2)} | {_f(m['l1'], 3)} | {_f(m['sigma_L'], 3)} | "
+                     f"{m['n_function_evals']:.0f} | {m['seconds_per_counterfactual']:.3f} | {ratio:.1f}x |")
+    return lines
+
+
+def shapes_section(r):
+    lines = [f"**Shapes protocol** (`benchmarks/shapes_protocol.py`; {_machine(r)}):", ""]
+    lines += r.get("readme_lines", ["(see benchmarks/results/shapes_protocol.json)"])
+    return lines
+
+
+def main():
+    sections = []
+    for name, fn in (("diffae_digits", diffae_section), ("difclue_digits", difclue_section),
+                     ("compare_methods", compare_section), ("shapes_protocol", shapes_section)):
+        result = _load(name)
+        if result is not None:
+            sections.append("\n".join(fn(result)))
+    body = "\n\n".join(sections) if sections else "No benchmark results yet: run the scripts in benchmarks/."
+    text = README.read_text()
+    block = f"{START}\n{body}\n{END}"
+    if START in text:
+        head, rest = text.split(START, 1)
+        text = head + block + rest.split(END, 1)[1]
+    else:
+        text = text.replace("RESULTS_TABLE", block)
+    README.write_text(text)
+    print(body)
+
+
+if __name__ == "__main__":
+    main()
