@@ -18,7 +18,7 @@ RESULTS = HERE / "results"
 CACHE = HERE / "output"
 
 # The default DiffAE recipe on 16 px digits (also used by the demo).
-DIGITS_ENCODER = dict(max_steps=2500, batch_size=128, learning_rate=1e-3, encode_steps=20, decode_steps=20,
+DIGITS_ENCODER = dict(max_steps=2500, batch_size=64, learning_rate=1e-3, encode_steps=20, decode_steps=20,
                       latent_dropout=0.1, random_state=0)
 
 

@@ -87,7 +87,7 @@ class DiffAEEncoder(TransformerMixin, BaseEstimator):
         :class:`~skcfx.diffusion.nets.DiffAEConfig` fields.
     max_steps : int, default=2500
         Training iterations (optimizer steps).
-    batch_size : int, default=128
+    batch_size : int, default=64
         Training batch size.
     learning_rate : float, default=1e-3
         Adam learning rate. The published recipe uses 1e-4 over hundreds of thousands of steps;
@@ -174,7 +174,7 @@ class DiffAEEncoder(TransformerMixin, BaseEstimator):
         *,
         architecture="auto",
         max_steps=2500,
-        batch_size=128,
+        batch_size=64,
         learning_rate=1e-3,
         ema_decay=0.999,
         latent_dropout=0.1,

