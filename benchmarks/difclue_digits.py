@@ -71,7 +71,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pairs", nargs="+", default=["1,7", "0,6"])
     parser.add_argument("--n-queries", type=int, default=100)
-    parser.add_argument("--fixed-alphas", type=float, nargs="+", default=[0.5, 1.0])
+    parser.add_argument("--fixed-alphas", type=float, nargs="+", default=[0.5, 1.0, 2.0])
     parser.add_argument("--encoder-steps", type=int, default=2500)
     args = parser.parse_args()
 

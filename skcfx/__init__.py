@@ -1,28 +1,30 @@
 """skcfx: counterfactual explanations for image classifiers, as scikit-learn estimators.
 
-Main estimators
----------------
+Estimators
+----------
 DiffAEEncoder
     Diffusion autoencoder (semantic encoder + conditional DDIM decoder).
 ModalDirectionFinder
     Modes of each class in latent space and a direction towards each (DifCluE).
 CounterfactualExplainer
     Counterfactual explanations with DifCluE, DiME or FastDiME.
+
+Subpackages: :mod:`skcfx.classifiers` (TimmClassifier and adapters), :mod:`skcfx.datasets`,
+:mod:`skcfx.metrics`, :mod:`skcfx.methods`, :mod:`skcfx.diffusion` (networks and samplers),
+:mod:`skcfx.protocols` (the papers' evaluation protocols).
 """
 
 __version__ = "0.1.0"
 
-from .encoder import DiffAEEncoder  # noqa: E402
+from .encoder import DiffAEEncoder  # noqa: E402  (encoder reads __version__)
+from .explainer import CounterfactualExplainer  # noqa: E402
 from .explanation import CounterfactualExplanation  # noqa: E402
+from .modes import ModalDirectionFinder  # noqa: E402
 
-__all__ = ["DiffAEEncoder", "CounterfactualExplanation", "__version__"]
-
-try:  # modules written in parallel; re-exported once present
-    from .modes import ModalDirectionFinder  # noqa: E402
-
-    __all__.append("ModalDirectionFinder")
-    from .explainer import CounterfactualExplainer  # noqa: E402
-
-    __all__.append("CounterfactualExplainer")
-except ImportError:  # pragma: no cover
-    pass
+__all__ = [
+    "CounterfactualExplainer",
+    "CounterfactualExplanation",
+    "DiffAEEncoder",
+    "ModalDirectionFinder",
+    "__version__",
+]

@@ -380,7 +380,10 @@ class TimmClassifier(ClassifierMixin, BaseEstimator):
         y = column_or_1d(np.asarray(y), warn=True)
         if y.shape[0] != n_samples:
             raise ValueError(f"y has {y.shape[0]} labels but X has {n_samples} images.")
-        check_classification_targets(y)
+        try:
+            check_classification_targets(y)
+        except ValueError as exc:
+            raise ValueError(f"y: {exc}") from exc
         encoder = LabelEncoder().fit(y)
         if len(encoder.classes_) < 2:
             raise ValueError(

@@ -514,6 +514,8 @@ class DiffAEEncoder(TransformerMixin, BaseEstimator):
         DiffAEEncoder
             Fitted (``n_steps_`` is the checkpoint's training step when known).
         """
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str or path-like, got {type(path).__name__}.")
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"path: no such checkpoint file '{path}'.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numbers
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -238,6 +239,18 @@ class CounterfactualExplainer(BaseEstimator):
             verbose=bool(self.verbose),
         )
 
+    def __setstate__(self, state):
+        # A model fitted on a GPU must explain on a machine without one (the encoder maps itself).
+        super().__setstate__(state)
+        device = getattr(self, "device_", None)
+        if device is not None and torch.device(device).type == "cuda" and not torch.cuda.is_available():
+            warnings.warn(
+                f"This CounterfactualExplainer was fitted on {device} but CUDA is not available here; "
+                "it now runs on the CPU.", UserWarning, stacklevel=2,
+            )
+            self.device_ = torch.device("cpu")
+            self.proba_model_ = as_proba_model(self.classifier_, image_shape=self.image_shape_, device="cpu")
+
     # ------------------------------------------------------------------ explaining
     def _resolve_targets(self, target_class, original_proba):
         """Target class indices as an ``(n, n_t)`` array; column 0 is the primary target.
@@ -259,7 +272,7 @@ class CounterfactualExplainer(BaseEstimator):
         index = {c: i for i, c in enumerate(self.classes_.tolist())}
         try:
             return np.array([index[c] for c in target.tolist()], dtype=np.int64)[:, None]
-        except KeyError as exc:
+        except (KeyError, TypeError) as exc:
             raise ValueError(
                 f"target_class {exc.args[0]!r} is not a class of the classifier (classes: {self.classes_.tolist()})."
             ) from None

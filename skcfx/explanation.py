@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._validation import check_positive_int
+
 __all__ = ["CounterfactualExplanation"]
 
 _FORMAT = "skcfx-explanation"
@@ -180,9 +182,12 @@ class CounterfactualExplanation:
             from matplotlib.figure import Figure
         except ImportError as exc:  # pragma: no cover - matplotlib is an extra
             raise ImportError("plot() needs matplotlib: pip install 'skcfx[plot]'.") from exc
+        check_positive_int(max_queries, "max_queries")
         if indices is None:
             indices = np.arange(min(self.n_queries, max_queries))
-        indices = np.asarray(indices, dtype=int)
+        indices = np.asarray(indices)
+        if indices.size and not np.issubdtype(indices.dtype, np.integer):
+            raise ValueError(f"indices must be integer query indices, got dtype {indices.dtype}.")
         if indices.ndim != 1 or indices.size == 0:
             raise ValueError("indices must be a non-empty 1-D sequence of query indices.")
         if indices.min() < -self.n_queries or indices.max() >= self.n_queries:
@@ -260,14 +265,20 @@ class CounterfactualExplanation:
         }
         arrays["__meta__"] = np.array(json.dumps(meta))
         tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as fh:
+                np.savez_compressed(fh, **arrays)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         return path
 
     @classmethod
     def load(cls, path):
         """Load an explanation written by :meth:`save`."""
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str or path-like, got {type(path).__name__}.")
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"path: no such file '{path}'.")

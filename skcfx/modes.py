@@ -207,8 +207,12 @@ class ModalDirectionFinder(TransformerMixin, BaseEstimator):
         Standardise each latent dimension (zero mean, unit variance over the training latents)
         before clustering and fitting the directions, as the published DiffAE attribute
         manipulation does. If False, latents are used as they are.
-    C : float, default=1.0
-        Inverse regularisation strength of each mode's logistic regression.
+    C : float, default=1e-3
+        Inverse regularisation strength of each mode's logistic regression. Strong regularisation
+        (small C) turns the weight towards the mode-versus-rest mean difference, a direction that
+        stays on the data: on 16 px digits (1/7 vs rest, 32-d latents) the share of negatives whose
+        counterfactual an oracle reads as the mode's digit rose from 0.40 / 0.30 (C=1) to
+        0.87 / 0.53 (C=1e-3) at the same step, and cos(w, mode centre) from 0.5 to 0.97.
     classes : array-like or None, default=None
         Classes that get modes (the possible targets of counterfactuals). None means every class
         seen in ``fit``. Points of the other classes still serve as negatives.
@@ -345,7 +349,7 @@ class ModalDirectionFinder(TransformerMixin, BaseEstimator):
         *,
         max_modes=5,
         standardize=True,
-        C=1.0,
+        C=1e-3,
         classes=None,
         n_init=10,
         random_state=None,
@@ -383,14 +387,20 @@ class ModalDirectionFinder(TransformerMixin, BaseEstimator):
             The fitted estimator.
         """
         with _restore_state_on_error(self):
-            Z, y = validate_data(self, Z, y, dtype=[np.float64, np.float32])
+            try:
+                Z, y = validate_data(self, Z, y, dtype=[np.float64, np.float32])
+            except ValueError as exc:
+                raise ValueError(f"Z, y: {exc}") from exc
             y_index, mode_classes = self._check_targets(y)
             self._fit(Z.astype(np.float64), y_index, mode_classes)
         return self
 
     def _check_targets(self, y):
         """Set ``classes_`` and return integer labels and the indices of the classes with modes."""
-        check_classification_targets(y)
+        try:
+            check_classification_targets(y)
+        except ValueError as exc:
+            raise ValueError(f"y: {exc}") from exc
         classes, y_index = np.unique(y, return_inverse=True)
         if len(classes) < 2:
             raise ValueError(
@@ -467,7 +477,10 @@ class ModalDirectionFinder(TransformerMixin, BaseEstimator):
     def _check_Z(self, Z):
         """Validate latents for inference against the fitted width (and feature names)."""
         check_is_fitted(self)
-        return validate_data(self, Z, reset=False, dtype=[np.float64, np.float32])
+        try:
+            return validate_data(self, Z, reset=False, dtype=[np.float64, np.float32])
+        except ValueError as exc:
+            raise ValueError(f"Z: {exc}") from exc
 
     def predict(self, Z):
         """Return the mode nearest to each latent, among the modes of all classes.

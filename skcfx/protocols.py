@@ -139,3 +139,182 @@ def machine_info():
         "versions": {"skcfx": __version__, "torch": torch.__version__, "timm": timm.__version__,
                      "sklearn": sklearn.__version__, "numpy": np.__version__},
     }
+
+
+# ---------------------------------------------------------------------------------------------------
+# attribute oracle (known binary attributes, e.g. skcfx.datasets.make_shapes)
+# ---------------------------------------------------------------------------------------------------
+
+
+def _attribute_matrix(attributes, n_samples):
+    """``(names, labels)`` from a dict of 1-d binary arrays or an ``(n, A)`` binary array."""
+    if isinstance(attributes, dict):
+        names = list(attributes)
+        columns = [np.asarray(attributes[name]) for name in names]
+        if not columns or any(c.ndim != 1 for c in columns):
+            raise ValueError("attributes must map each name to a 1-d array of 0/1 labels.")
+        labels = np.stack(columns, axis=1) if len({c.shape[0] for c in columns}) == 1 else None
+        if labels is None:
+            raise ValueError("attributes must hold arrays of one common length.")
+    else:
+        labels = np.asarray(attributes)
+        if labels.ndim != 2 or labels.shape[1] < 1:
+            raise ValueError(f"attributes must be a dict or an (n, n_attributes) array, got shape {labels.shape}.")
+        names = list(range(labels.shape[1]))
+    if labels.shape[0] != n_samples:
+        raise ValueError(f"attributes has {labels.shape[0]} rows but X has {n_samples} images.")
+    if labels.dtype.kind not in "biuf" or not np.isin(labels, (0, 1)).all():
+        raise ValueError("attributes must hold binary labels (0/1 or booleans).")
+    return names, labels.astype(np.float32)
+
+
+def _train_multilabel(module, x, labels, *, max_epochs, batch_size, learning_rate, weight_decay, seed):
+    """AdamW on the summed per-attribute binary cross-entropy; ``x`` and ``labels`` on the module's device.
+
+    No input validation. A leftover batch of one image is skipped (BatchNorm needs two).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from ._images import iter_batches
+    from ._validation import make_generator
+
+    optimizer = torch.optim.AdamW(module.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    generator = make_generator(seed, "cpu")
+    module.train()
+    for _ in range(max_epochs):
+        order = torch.randperm(len(x), generator=generator).to(x.device)
+        for batch in iter_batches(len(x), batch_size):
+            index = order[batch]
+            if len(index) < 2:
+                continue
+            loss = F.binary_cross_entropy_with_logits(module(x[index]), labels[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    module.eval()
+    if not all(bool(torch.isfinite(p).all()) for p in module.parameters()):
+        raise FloatingPointError("the attribute oracle diverged (non-finite weights); lower learning_rate.")
+
+
+def fit_attribute_oracle(X, attributes, *, model_name="resnet18", max_epochs=5, batch_size=128,
+                         learning_rate=1e-3, weight_decay=1e-2, device="auto", random_state=None):
+    """Train an independent multi-label attribute oracle: one sigmoid output per known attribute.
+
+    The attribute-level metrics of DiME (MNAC, CD) and DifCluE's percent conversion judge
+    counterfactuals with an *oracle*, a network trained separately from the explained classifier
+    to read the ground-truth attributes (on CelebA, a multi-label attribute classifier). This
+    trains one timm network from scratch (random weights, nothing is downloaded) with one logit
+    per attribute and the binary cross-entropy, on images with known labels such as those of
+    :func:`skcfx.datasets.make_shapes`.
+
+    Parameters
+    ----------
+    X : images
+        Training images, in any form skcfx accepts (see :func:`skcfx._images.check_images`).
+    attributes : dict of str to array-like of shape (n,), or array-like of shape (n, n_attributes)
+        Binary labels (0/1 or booleans). Output ``j`` of the oracle is the ``j``-th key of the
+        dict (in its order) or the ``j``-th column of the array.
+    model_name : str, default='resnet18'
+        timm architecture (``'test_resnet'`` trains in seconds on small images).
+    max_epochs : int, default=5
+        Passes over the training images.
+    batch_size : int, default=128
+    learning_rate : float, default=1e-3
+        AdamW learning rate.
+    weight_decay : float, default=1e-2
+        AdamW decoupled weight decay.
+    device : {'auto', 'cpu', 'cuda', 'cuda:N'}, default='auto'
+    random_state : int, RandomState instance or None, default=None
+        Seeds initialisation and shuffling; the caller's torch RNG state is left untouched.
+
+    Returns
+    -------
+    oracle : torch.nn.Module
+        The trained timm network in eval mode on ``device``: ``(n, C, H, W)`` inputs in [-1, 1]
+        (skcfx's convention), one logit per attribute. Use :func:`attribute_proba` for
+        probabilities and :func:`skcfx.metrics.extract_features` for its pooled features (an
+        extractor independent of the explained classifier, e.g. for FID).
+
+    Examples
+    --------
+    >>> from skcfx.datasets import make_shapes
+    >>> from skcfx.protocols import attribute_proba, fit_attribute_oracle
+    >>> X, attributes = make_shapes(64, image_size=16, random_state=0)
+    >>> oracle = fit_attribute_oracle(X, attributes, model_name='test_resnet', max_epochs=1,
+    ...                               batch_size=32, device='cpu', random_state=0)
+    >>> attribute_proba(oracle, X[:3]).shape
+    (3, 8)
+    """
+    import numbers
+
+    import timm
+    import torch
+
+    from ._images import check_images, to_tensor
+    from ._validation import resolve_device, seed_from_random_state
+    from .metrics._common import check_scalar
+
+    images = check_images(X, name="X")
+    _, labels = _attribute_matrix(attributes, images.shape[0])
+    for name, value in (("max_epochs", max_epochs), ("batch_size", batch_size)):
+        check_scalar(value, name, kind=numbers.Integral, low=1)
+    for name, value in (("learning_rate", learning_rate), ("weight_decay", weight_decay)):
+        check_scalar(value, name, low=0.0)
+    if not isinstance(model_name, str) or not timm.is_model(model_name):
+        raise ValueError(f"model_name={model_name!r} is not a timm architecture; see timm.list_models().")
+    device = resolve_device(device)
+    seed = seed_from_random_state(random_state)
+    # timm draws initial weights from the global RNG: fork it so the caller's stream is untouched.
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        module = timm.create_model(model_name, pretrained=False, num_classes=labels.shape[1],
+                                   in_chans=images.shape[-1]).to(device)
+        _train_multilabel(module, to_tensor(images, device), torch.from_numpy(labels).to(device),
+                          max_epochs=max_epochs, batch_size=batch_size, learning_rate=learning_rate,
+                          weight_decay=weight_decay, seed=seed)
+    return module
+
+
+def attribute_proba(oracle, images, *, batch_size=256):
+    """Attribute probabilities (sigmoid of each logit) of an oracle from :func:`fit_attribute_oracle`.
+
+    Parameters
+    ----------
+    oracle : torch.nn.Module
+        Maps ``(n, C, H, W)`` tensors in [-1, 1] to ``(n, n_attributes)`` logits.
+    images : images
+        ``(n, H, W, C)`` in [0, 1] (or any form skcfx accepts).
+    batch_size : int, default=256
+
+    Returns
+    -------
+    proba : ndarray of shape (n, n_attributes), float64 in [0, 1]
+    """
+    import numbers
+
+    import torch
+
+    from ._images import check_images, iter_batches, to_tensor
+    from .metrics._common import check_scalar
+
+    if not isinstance(oracle, torch.nn.Module):
+        raise TypeError(f"oracle must be a torch.nn.Module, got {type(oracle).__name__}.")
+    images = check_images(images, name="images")
+    check_scalar(batch_size, "batch_size", kind=numbers.Integral, low=1)
+    device = next(iter(oracle.parameters())).device
+    was_training = oracle.training
+    oracle.eval()
+    try:
+        with torch.no_grad():
+            logits = [oracle(to_tensor(images[sl], device)).float().cpu()
+                      for sl in iter_batches(images.shape[0], batch_size)]
+    finally:
+        oracle.train(was_training)
+    logits = torch.cat(logits)
+    if logits.ndim != 2 or logits.shape[0] != images.shape[0]:
+        raise ValueError(f"oracle must return (n, n_attributes) logits, got shape {tuple(logits.shape)}.")
+    return torch.sigmoid(logits.double()).numpy()
+
+
+__all__ += ["fit_attribute_oracle", "attribute_proba"]

@@ -235,25 +235,22 @@ CATALOGUE = [
     # DiffAEEncoder.load / from_pretrained
     _case("encoder.from_pretrained-missing", "files", lambda s, f: DiffAEEncoder.from_pretrained(f / "none.pt"),
           ValueError, "path"),
-    _case("encoder.load-int", "files", lambda s, f: DiffAEEncoder.load(123), TypeError, "path",
-          xfail=_PATH_NOT_CHECKED),
+    _case("encoder.load-int", "files", lambda s, f: DiffAEEncoder.load(123), TypeError, "path"),
     _case("encoder.load-garbage", "files", lambda s, f: DiffAEEncoder.load(f / "garbage.bin", device="cpu"),
-          ValueError, "path", xfail=_NOT_A_CHECKPOINT, raises=(LookupError, RuntimeError)),
+          ValueError, "path"),
     _case("encoder.load-npz", "files", lambda s, f: DiffAEEncoder.load(f / "explanation.npz", device="cpu"),
-          ValueError, "path", xfail=_NOT_A_CHECKPOINT, raises=(LookupError, RuntimeError)),
+          ValueError, "path"),
     # ModalDirectionFinder
     _case("finder.fit-y-one-class", "finder", lambda s, f: s.fit(np.random.rand(10, 8), np.zeros(10)),
           ValueError, "y"),
     _case("finder.fit-Z-nan", "finder", lambda s, f: s.fit(np.full((10, 8), np.nan), np.arange(10) % 2),
-          ValueError, "Z", xfail=_FINDER_NAMES_X),
+          ValueError, "Z"),
     _case("finder.fit-y-length", "finder", lambda s, f: s.fit(np.random.rand(10, 8), np.arange(9) % 2),
-          ValueError, "y", xfail=_FINDER_NAMES_X),
+          ValueError, "y"),
     _case("finder.fit-y-continuous", "finder", lambda s, f: s.fit(np.random.rand(10, 8), np.linspace(0, 1, 10)),
-          ValueError, "y", xfail=_FINDER_NAMES_X),
-    _case("finder.predict-Z-width", "finder", lambda s, f: s.predict(np.zeros((2, 5))), ValueError, "Z",
-          xfail=_FINDER_NAMES_X),
-    _case("finder.transform-Z-1d", "finder", lambda s, f: s.transform(np.zeros(8)), ValueError, "Z",
-          xfail=_FINDER_NAMES_X),
+          ValueError, "y"),
+    _case("finder.predict-Z-width", "finder", lambda s, f: s.predict(np.zeros((2, 5))), ValueError, "Z"),
+    _case("finder.transform-Z-1d", "finder", lambda s, f: s.transform(np.zeros(8)), ValueError, "Z"),
     # TimmClassifier
     _case("timm.fit-nan", "timm", lambda s, f: s.fit(_images((4, 8, 8, 1), np.nan), [0, 1, 0, 1]),
           ValueError, "X"),
@@ -261,8 +258,7 @@ CATALOGUE = [
     _case("timm.fit-y-one-class", "timm", lambda s, f: s.fit(_images((4, 8, 8, 1)), [3, 3, 3, 3]),
           ValueError, "y"),
     _case("timm.fit-y-continuous", "timm", lambda s, f: s.fit(_images((4, 8, 8, 1)), [0.1, 0.2, 0.3, 0.4]),
-          ValueError, "y", xfail="TimmClassifier._check_labels lets check_classification_targets' message "
-                                 "('Unknown label type: continuous') through without naming 'y'"),
+          ValueError, "y"),
     _case("timm.predict_proba-size", "timm", lambda s, f: s.predict_proba(_images((2, 16, 16, 1))),
           ValueError, "X"),
     _case("timm.predict_proba-tensor", "timm", lambda s, f: s.predict_proba(torch.zeros(2, 8, 8, 1)),
@@ -283,9 +279,7 @@ CATALOGUE = [
     _case("explainer.explain-target-length", "explainer", lambda s, f: s.explain(_X2, target_class=[0, 1, 0]),
           ValueError, "target_class"),
     _case("explainer.explain-target-unhashable", "explainer",
-          lambda s, f: s.explain(_X2, target_class=[{}, {}]), (ValueError, TypeError), "target_class",
-          xfail="CounterfactualExplainer._resolve_targets catches KeyError only; an unhashable label "
-                "raises TypeError('unhashable type') that does not name target_class"),
+          lambda s, f: s.explain(_X2, target_class=[{}, {}]), (ValueError, TypeError), "target_class"),
     _case("explainer.explain-rgb", "explainer", lambda s, f: s.explain(_images((2, 8, 8, 3))), ValueError, "X"),
     _case("explainer.explain-empty", "explainer", lambda s, f: s.explain(_images((0, 8, 8, 1))),
           ValueError, "X"),
@@ -298,19 +292,16 @@ CATALOGUE = [
     _case("explanation.plot-class-names", "explanation", lambda s, f: s.plot(class_names=["a"]),
           ValueError, "class_names"),
     _case("explanation.plot-string-index", "explanation", lambda s, f: s.plot(indices=["a"]),
-          (ValueError, TypeError), "indices",
-          xfail="plot converts indices with np.asarray(dtype=int): the int() error does not name indices "
-                "(and [0.7] is silently truncated to [0])"),
+          (ValueError, TypeError), "indices"),
     _case("explanation.plot-max-queries-0", "explanation", lambda s, f: s.plot(max_queries=0), ValueError,
-          "max_queries", xfail="plot does not check max_queries; the error blames 'indices'"),
+          "max_queries"),
     _case("explanation.load-missing", "files", lambda s, f: CounterfactualExplanation.load(f / "none.npz"),
           ValueError, "path"),
     _case("explanation.load-garbage", "files", lambda s, f: CounterfactualExplanation.load(f / "garbage.bin"),
           ValueError, "path"),
     _case("explanation.load-npz-without-meta", "files",
           lambda s, f: CounterfactualExplanation.load(f / "nometa.npz"), ValueError, "path"),
-    _case("explanation.load-int", "files", lambda s, f: CounterfactualExplanation.load(123), TypeError, "path",
-          xfail=_PATH_NOT_CHECKED),
+    _case("explanation.load-int", "files", lambda s, f: CounterfactualExplanation.load(123), TypeError, "path"),
     # as_proba_model
     _case("as_proba_model-image_shape-2d", "net", lambda s, f: as_proba_model(s, image_shape=(8, 8)),
           TypeError, "image_shape"),
@@ -419,9 +410,6 @@ def test_malicious_training_checkpoint_never_runs_code(malicious_training_checkp
     assert not hasattr(encoder, "net_")
 
 
-@pytest.mark.xfail(strict=True, raises=pickle.UnpicklingError,
-                   reason="training.load_train_checkpoint lets torch.load's pickle.UnpicklingError escape "
-                          "instead of a ValueError naming the file")
 def test_malicious_training_checkpoint_raises_value_error(malicious_training_checkpoint, tiny_encoder_factory, task):
     encoder = tiny_encoder_factory(max_steps=2, checkpoint_path=str(malicious_training_checkpoint))
     with pytest.raises(ValueError, match="checkpoint_path|train.ckpt"):
@@ -478,9 +466,6 @@ def test_encoder_pickled_on_cuda_loads_on_cpu(fitted_tiny_encoder, task):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available: the CPU fallback is not exercised")
-@pytest.mark.xfail(strict=True, raises=RuntimeError,
-                   reason="CounterfactualExplainer has no __setstate__: device_ stays 'cuda' after unpickling on a "
-                          "CPU-only machine and explain fails creating a CUDA generator")
 def test_explainer_pickled_on_cuda_explains_on_cpu(explainer, explanation, task):
     data = _as_if_fitted_on_cuda(explainer)
     with pytest.warns(UserWarning, match="CUDA is not available"):
@@ -535,9 +520,7 @@ def test_interrupted_save_keeps_the_previous_file(kind, fitted_tiny_encoder, exp
 
 @pytest.mark.parametrize("kind", [
     "encoder",
-    pytest.param("explanation", marks=pytest.mark.xfail(
-        strict=True, raises=AssertionError,
-        reason="CounterfactualExplanation.save does not remove its '<name>.tmp' file when the write fails")),
+    "explanation",
 ])
 def test_interrupted_save_leaves_no_temporary_file(kind, fitted_tiny_encoder, explanation, tmp_path, monkeypatch):
     path = tmp_path / "saved"

@@ -206,6 +206,8 @@ def _torch_load(path, weights_only):
             f"{path} holds Python objects that torch.load(weights_only=True) refuses to "
             f"unpickle ({exc}). If you trust this file, pass weights_only=False: that "
             "runs arbitrary code stored in the file.") from exc
+    except (RuntimeError, LookupError, EOFError) as exc:
+        raise ValueError(f"path: '{path}' is not a PyTorch checkpoint ({exc}).") from exc
 
 
 def _build_with_weights(config, state_dict, source):

@@ -21,6 +21,7 @@ import contextlib
 import math
 import numbers
 import os
+import pickle
 import signal
 import tempfile
 import threading
@@ -359,7 +360,11 @@ def load_train_checkpoint(path):
     TrainState
         Pass it as ``state`` to :func:`train_diffae` with a net of the same architecture.
     """
-    payload = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    try:
+        payload = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, LookupError, EOFError) as exc:
+        # weights_only refuses pickled code: the file is not a plain training checkpoint.
+        raise ValueError(f"checkpoint_path: '{path}' is not a readable skcfx training checkpoint ({exc}).") from exc
     if not isinstance(payload, dict) or payload.get("format") != _CHECKPOINT_FORMAT:
         raise ValueError(f"{os.fspath(path)!r} is not an skcfx training checkpoint.")
     if payload.get("version") != _CHECKPOINT_VERSION:

@@ -53,8 +53,10 @@ class DifCluE(CounterfactualMethod):
         Points of the surrogate's scan over ``(0, alpha_max]``.
     margin : float, default=1.15
         Safety factor applied to the surrogate's proposal.
-    decode_steps : int, default=None
-        DDIM decoding steps; ``None`` uses the encoder's ``decode_steps``.
+    decode_steps : int, default=10
+        DDIM decoding steps of each decode (``None``: the encoder's ``decode_steps``). 10 steps
+        keep a 16 px digit's reconstruction error at 0.019 ([-1, 1] units; 0.005 with 20) and
+        halve the cost of the search.
     """
 
     name = "difclue"
@@ -69,7 +71,7 @@ class DifCluE(CounterfactualMethod):
         "decode_steps": [Interval(numbers.Integral, 1, 1000, closed="both"), None],
     }
 
-    def __init__(self, alpha="auto", *, max_decodes=4, alpha_max=4.0, grid_size=64, margin=1.15, decode_steps=None):
+    def __init__(self, alpha="auto", *, max_decodes=4, alpha_max=4.0, grid_size=64, margin=1.15, decode_steps=10):
         self.alpha = alpha
         self.max_decodes = max_decodes
         self.alpha_max = alpha_max

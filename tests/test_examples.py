@@ -1,0 +1,22 @@
+"""The examples run end to end (tiny --quick settings)."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", ["pipeline_joblib", "timm_module", "image_folder"])
+def test_example_runs(name):
+    explanation = _load(name).main(["--quick"])
+    assert explanation.counterfactuals.shape[:2] == (4, explanation.n_counterfactuals)
+    assert explanation.success.shape == (4, explanation.n_counterfactuals)
