@@ -40,6 +40,8 @@ def run_pair(pair, encoder, oracle, data, args):
     Z_train = encoder.transform(X_train)
 
     variants = {"difclue": (2, DifCluE())}
+    for confidence in args.confidences:
+        variants[f"difclue_confidence_{confidence:g}"] = (2, DifCluE(target_confidence=confidence))
     for alpha in args.fixed_alphas:
         variants[f"fixed_alpha_{alpha:g}"] = (2, DifCluE(alpha=alpha))
     variants["one_direction"] = (1, DifCluE())
@@ -71,7 +73,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pairs", nargs="+", default=["1,7", "0,6"])
     parser.add_argument("--n-queries", type=int, default=100)
-    parser.add_argument("--fixed-alphas", type=float, nargs="+", default=[0.5, 1.0, 2.0])
+    parser.add_argument("--fixed-alphas", type=float, nargs="*", default=[0.5, 1.0, 2.0])
+    parser.add_argument("--confidences", type=float, nargs="*", default=[0.5])
     parser.add_argument("--encoder-steps", type=int, default=2500)
     args = parser.parse_args()
 
