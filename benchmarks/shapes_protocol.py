@@ -111,6 +111,19 @@ QUICK = dict(
     n_fit_guided=128,
 )
 
+# 2-core CPU run (--cpu, about 20 minutes): 16 px scenes and the 16 px digits DiffAE recipe.
+CPU = dict(
+    FULL, image_size=16, n_train=3000, n_test=1000,
+    encoder=dict(architecture=dict(model_channels=16, channel_mult=(1, 1), enc_channel_mult=(1, 2, 2),
+                                   attention_resolutions=(8,), embed_channels=64, latent_dim=32),
+                 max_steps=2000, batch_size=64, learning_rate=1e-3, latent_dropout=0.1,
+                 encode_steps=20, decode_steps=20),
+    classifier=dict(model_name="resnet18", max_epochs=5, batch_size=64),
+    oracle=dict(model_name="resnet18", max_epochs=6, batch_size=64),
+    substitute=dict(model_name="test_resnet", max_epochs=20, batch_size=32),
+    n_queries=32,
+)
+
 
 # ---------------------------------------------------------------------------------------------------
 # data and models
@@ -466,7 +479,7 @@ def _finite_or_none(value):
 
 
 def build_config(args):
-    cfg = copy.deepcopy(QUICK if args.quick else FULL)
+    cfg = copy.deepcopy(QUICK if args.quick else CPU if args.cpu else FULL)
     for key in ("image_size", "n_train", "n_test", "n_queries"):
         if getattr(args, key) is not None:
             cfg[key] = getattr(args, key)
@@ -492,6 +505,7 @@ def main():
                         help="DiME/FastDiME noising depth in chain steps (default 30; published 60)")
     parser.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N'")
     parser.add_argument("--quick", action="store_true", help="tiny CPU smoke configuration")
+    parser.add_argument("--cpu", action="store_true", help="16 px configuration for a 2-core CPU (~20 min)")
     parser.add_argument("--no-figures", action="store_true", help="skip the PNGs in benchmarks/output/")
     args = parser.parse_args()
 
