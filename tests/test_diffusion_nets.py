@@ -213,7 +213,7 @@ def test_registry_names_and_errors():
 def test_tiny16_is_small_and_overrides_apply():
     net = create_net("tiny16")
     n_params = sum(p.numel() for p in net.parameters())
-    assert 300_000 <= n_params <= 600_000
+    assert 100_000 <= n_params <= 300_000  # trains 2500 steps in ~9 min on one CPU thread
     assert create_net("tiny16", latent_dim=8, null_latent=None).config.latent_dim == 8
     assert create_net(MICRO.to_dict(), in_channels=1).config.in_channels == 1
 

@@ -137,7 +137,7 @@ def test_split_test_keeps_queries_apart():
 
 
 def test_build_config_overrides():
-    args = argparse.Namespace(quick=False, image_size=None, n_train=100, n_test=None, n_queries=None,
+    args = argparse.Namespace(quick=False, cpu=False, image_size=None, n_train=100, n_test=None, n_queries=None,
                               encoder_steps=7, dime_respacing=200, dime_tau=60)
     cfg = sp.build_config(args)
     assert cfg["n_train"] == 100 and cfg["encoder"]["max_steps"] == 7
