@@ -47,12 +47,14 @@ class DifCluE(CounterfactualMethod):
         published attribute editing uses about 0.3, up to 0.5).
     max_decodes : int, default=4
         Decodes allowed per counterfactual in the ``'auto'`` search (the cost bound).
-    alpha_max : float, default=4.0
+    alpha_max : float, default=8.0
         Largest step the search may take.
     grid_size : int, default=64
         Points of the surrogate's scan over ``(0, alpha_max]``.
-    margin : float, default=1.15
-        Safety factor applied to the surrogate's proposal.
+    margin : float, default=1.5
+        Safety factor applied to the surrogate's proposal. On digits (1/7 vs rest, 60 queries)
+        ``alpha_max=8, margin=1.5`` flipped 0.96 of counterfactuals against 0.86 for
+        ``alpha_max=4, margin=1.15``, at the same cost (50 NFE).
     target_confidence : float in [0.5, 1), default=0.9
         The search accepts a step once the classifier predicts the target with at least this
         probability. 0.5 (any flip) gives the smallest edits; larger values walk further into the
@@ -77,7 +79,7 @@ class DifCluE(CounterfactualMethod):
         "decode_steps": [Interval(numbers.Integral, 1, 1000, closed="both"), None],
     }
 
-    def __init__(self, alpha="auto", *, max_decodes=4, alpha_max=4.0, grid_size=64, margin=1.15,
+    def __init__(self, alpha="auto", *, max_decodes=4, alpha_max=8.0, grid_size=64, margin=1.5,
                  target_confidence=0.9, decode_steps=10):
         self.alpha = alpha
         self.max_decodes = max_decodes
