@@ -10,7 +10,6 @@ evaluations (NFE) and seconds per counterfactual, and the ratios to DifCluE.
 
 import argparse
 
-import numpy as np
 
 from _common import cached_encoder, digits_split, write_json
 from skcfx import CounterfactualExplainer, ModalDirectionFinder

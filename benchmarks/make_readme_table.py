@@ -73,6 +73,23 @@ def compare_section(r):
     return lines
 
 
+def dropout_section(r):
+    rows = r["by_latent_dropout"]
+    return [f"**Cost of the null latent** (`benchmarks/latent_dropout_cost.py`; {_machine(r)}): "
+            f"{r['settings']['max_steps']} steps each; held-out reconstruction MSE with inverted noise: "
+            f"{_f(rows['0.0']['mse_inverted_noise'], 4)} without latent dropout, "
+            f"{_f(rows['0.1']['mse_inverted_noise'], 4)} with p = 0.1 "
+            f"(ratio {r['mse_ratio_dropout_to_none']:.2f})."]
+
+
+def memory_section(r):
+    small, large = r["rows"][0], r["rows"][-1]
+    return [f"**Bounded memory** (`benchmarks/memory_explain.py`; {_machine(r)}): explaining "
+            f"{large['n']} images peaks at {large['peak_rss_mb']:.0f} MB resident against "
+            f"{small['peak_rss_mb']:.0f} MB for {small['n']} (ratio {r['peak_ratio_large_to_small']:.2f}; "
+            f"the returned arrays themselves are {large['result_mb']:.0f} MB)."]
+
+
 def shapes_section(r):
     lines = [f"**Shapes protocol** (`benchmarks/shapes_protocol.py`; {_machine(r)}):", ""]
     lines += r.get("readme_lines", ["(see benchmarks/results/shapes_protocol.json)"])
@@ -82,7 +99,8 @@ def shapes_section(r):
 def main():
     sections = []
     for name, fn in (("diffae_digits", diffae_section), ("difclue_digits", difclue_section),
-                     ("compare_methods", compare_section), ("shapes_protocol", shapes_section)):
+                     ("compare_methods", compare_section), ("latent_dropout_cost", dropout_section),
+                     ("memory_explain", memory_section), ("shapes_protocol", shapes_section)):
         result = _load(name)
         if result is not None:
             sections.append("\n".join(fn(result)))

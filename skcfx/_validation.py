@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 
 import numpy as np
@@ -14,6 +15,7 @@ __all__ = [
     "make_generator",
     "check_latents",
     "check_positive_int",
+    "seeded_torch",
 ]
 
 
@@ -114,3 +116,17 @@ def check_latents(Z, *, n_features=None, name="Z"):
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or infinite values.")
     return arr
+
+
+@contextlib.contextmanager
+def seeded_torch(seed, device="cpu"):
+    """Seed torch's global RNG inside the block, then restore the caller's RNG state.
+
+    timm initialises weights and draws dropout masks from the global RNG (it takes no
+    ``torch.Generator``), so forking is the only way to make fits reproducible without
+    disturbing the user's own random stream.
+    """
+    devices = [device] if torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield

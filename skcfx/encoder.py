@@ -13,15 +13,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from . import __version__
 from ._images import check_images, iter_batches, to_numpy, to_tensor
-from ._validation import check_latents, make_generator, resolve_device, seed_from_random_state
+from ._validation import check_latents, make_generator, resolve_device, seed_from_random_state, seeded_torch
 from .diffusion import checkpoints, sampling, training
-from .diffusion.nets import DiffAEConfig, DiffAENet
+from .diffusion.nets import DiffAENet
 from .diffusion.schedule import Schedule
 
 __all__ = ["DiffAEEncoder"]
@@ -29,20 +29,6 @@ __all__ = ["DiffAEEncoder"]
 
 def _is_fitted(estimator):
     return hasattr(estimator, "net_")
-
-
-class _seeded_torch:
-    """Context manager: seed torch's global RNG (weight init) and restore it afterwards."""
-
-    def __init__(self, seed):
-        self.seed = seed
-
-    def __enter__(self):
-        self.state = torch.random.get_rng_state()
-        torch.manual_seed(self.seed)
-
-    def __exit__(self, *exc):
-        torch.random.set_rng_state(self.state)
 
 
 def _nchw_to_nhwc(x):
@@ -222,7 +208,7 @@ class DiffAEEncoder(TransformerMixin, BaseEstimator):
     def initialize_module(self, image_shape, seed):
         """Build a freshly initialised network for ``image_shape`` (override to customise)."""
         config = self._build_config(image_shape)
-        with _seeded_torch(seed):
+        with seeded_torch(seed):
             return DiffAENet(config)
 
     # ------------------------------------------------------------------ fitting

@@ -20,10 +20,10 @@ from skcfx.classifiers import (
     FeatureExtractor,
     ProbaModel,
     TimmClassifier,
-    _random_shift,
     as_proba_model,
     feature_extractor,
 )
+from skcfx.classifiers.timm import _random_shift
 from skcfx.datasets import load_digits_images
 
 # A tiny timm architecture (0.37M parameters) that trains in about a second on a few hundred

@@ -17,7 +17,6 @@ from ._common import (
     check_probabilities,
     check_scalar,
     cross_validated_predictions,
-    flatten_samples,
     pair_with_queries,
     pearson_columns,
 )
