@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import numbers
 import time
 import warnings
@@ -205,8 +206,13 @@ class CounterfactualExplainer(BaseEstimator):
                 "latent_dropout > 0 (a learned null latent)."
             )
         classifier = self._fit_classifier(images, y)
-        proba_model = as_proba_model(classifier, image_shape=images.shape[1:])
         device = encoder.device_ if self.device == "auto" else resolve_device(self.device)
+        if device != encoder.device_:
+            # Work on a copy so the user's fitted encoder stays where it is.
+            encoder = copy.deepcopy(encoder)
+            encoder.net_.to(device)
+            encoder.device_ = device
+        proba_model = as_proba_model(classifier, image_shape=images.shape[1:], device=device)
         classes = np.asarray(proba_model.classes_)
         unknown = np.setdiff1d(np.unique(y), classes)
         if unknown.size:

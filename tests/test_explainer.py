@@ -232,3 +232,14 @@ def test_unfitted_classifiers_are_fitted_on_a_clone(task, fitted_tiny_encoder):
     ex = CounterfactualExplainer(encoder=fitted_tiny_encoder, classifier=tc, method=DifCluE(alpha=0.3),
                                  random_state=0).fit(X, y)
     assert ex.explain(Xq[:2]).counterfactuals.shape[:2] == (2, 2)
+
+
+def test_explicit_cpu_device(task, fitted_tiny_encoder, pixel_classifier):
+    X, y, Xq, _ = task
+    ex = CounterfactualExplainer(encoder=fitted_tiny_encoder, classifier=pixel_classifier, device="cpu",
+                                 method=DifCluE(alpha=0.3), random_state=0).fit(X, y)
+    assert ex.device_.type == "cpu"
+    assert ex.explain(Xq[:2]).counterfactuals.shape[:2] == (2, 2)
+    with pytest.raises(ValueError, match="device"):
+        CounterfactualExplainer(encoder=fitted_tiny_encoder, classifier=pixel_classifier,
+                                device="tpu").fit(X, y)
