@@ -40,6 +40,7 @@ def run_pair(pair, encoder, oracle, data, args):
     Z_train = encoder.transform(X_train)
 
     variants = {"difclue": (2, DifCluE())}
+    variants["difclue_overshoot_1.3"] = (2, DifCluE(overshoot=1.3))
     for confidence in args.confidences:
         variants[f"difclue_confidence_{confidence:g}"] = (2, DifCluE(target_confidence=confidence))
     for alpha in args.fixed_alphas:

@@ -243,3 +243,16 @@ def test_explicit_cpu_device(task, fitted_tiny_encoder, pixel_classifier):
     with pytest.raises(ValueError, match="device"):
         CounterfactualExplainer(encoder=fitted_tiny_encoder, classifier=pixel_classifier,
                                 device="tpu").fit(X, y)
+
+
+def test_overshoot_walks_further_for_one_more_decode(task, fitted_tiny_encoder, pixel_classifier):
+    X, y, Xq, _ = task
+    base = CounterfactualExplainer(encoder=fitted_tiny_encoder, classifier=pixel_classifier,
+                                   method=DifCluE(max_decodes=2), random_state=0).fit(X, y).explain(Xq[:6])
+    far = CounterfactualExplainer(encoder=fitted_tiny_encoder, classifier=pixel_classifier,
+                                  method=DifCluE(max_decodes=2, overshoot=1.5), random_state=0).fit(X, y).explain(Xq[:6])
+    steps = DifCluE().decode_steps
+    assert far.n_function_evals == pytest.approx(base.n_function_evals + steps)
+    # where the overshoot kept its image, the step is 1.5x (capped), else unchanged
+    ratio = far.alphas / base.alphas
+    assert np.all(np.isclose(ratio, 1.0) | np.isclose(ratio, 1.5) | np.isclose(far.alphas, DifCluE().alpha_max))

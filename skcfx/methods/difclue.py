@@ -55,6 +55,10 @@ class DifCluE(CounterfactualMethod):
         Safety factor applied to the surrogate's proposal. On digits (1/7 vs rest, 60 queries)
         ``alpha_max=8, margin=1.5`` flipped 0.96 of counterfactuals against 0.86 for
         ``alpha_max=4, margin=1.15``, at the same cost (50 NFE).
+    overshoot : float >= 1, default=1.0
+        After the search, decode once more at ``overshoot`` times the step found, keeping it when
+        the classifier still predicts the target: walks further into the mode for one extra
+        decode. 1 disables it.
     target_confidence : float in [0.5, 1), default=0.9
         The search accepts a step once the classifier predicts the target with at least this
         probability. 0.5 (any flip) gives the smallest edits; larger values walk further into the
@@ -75,18 +79,20 @@ class DifCluE(CounterfactualMethod):
         "alpha_max": [Interval(numbers.Real, 0, None, closed="neither")],
         "grid_size": [Interval(numbers.Integral, 2, None, closed="left")],
         "margin": [Interval(numbers.Real, 1, None, closed="left")],
+        "overshoot": [Interval(numbers.Real, 1, None, closed="left")],
         "target_confidence": [Interval(numbers.Real, 0.5, 1, closed="left")],
         "decode_steps": [Interval(numbers.Integral, 1, 1000, closed="both"), None],
     }
 
     def __init__(self, alpha="auto", *, max_decodes=4, alpha_max=8.0, grid_size=64, margin=1.5,
-                 target_confidence=0.9, decode_steps=10):
+                 target_confidence=0.9, overshoot=1.0, decode_steps=10):
         self.alpha = alpha
         self.max_decodes = max_decodes
         self.alpha_max = alpha_max
         self.grid_size = grid_size
         self.margin = margin
         self.target_confidence = target_confidence
+        self.overshoot = overshoot
         self.decode_steps = decode_steps
 
     # ------------------------------------------------------------------ fitting
@@ -181,6 +187,14 @@ class DifCluE(CounterfactualMethod):
         else:
             best, alphas, calls, n_decodes = self._search(finder, zq, dirs, tgt, decode)
             nfe += calls
+            if self.overshoot > 1 and len(alphas):
+                further = np.minimum(alphas * self.overshoot, self.alpha_max)
+                images, flipped, calls = decode(further)
+                nfe += calls
+                n_decodes += 1
+                keep = torch.as_tensor(flipped, device=images.device)
+                best = torch.where(keep[:, None, None, None], images, best)
+                alphas = np.where(flipped, further, alphas)
 
         cfs, cf_target, out_alpha, mode_ids = layout_slots(x_0, q, best, tgt, alphas, dirs)
         info = {"mean_decodes": float(np.mean(n_decodes)) if len(n_decodes) else 0.0}
