@@ -17,6 +17,8 @@ import numpy as np
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, validate_params
 
+from ._images import check_image_size
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "SHAPES_ATTRIBUTES",
@@ -366,21 +368,6 @@ _GRAY_MODES = ("1", "L", "LA", "La")
 _WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")  # 16-bit files open in these modes
 
 
-def _check_size(image_size):
-    """Return ``(H, W)`` from an int or a pair of positive ints."""
-    if isinstance(image_size, Integral) and not isinstance(image_size, bool):
-        size = (int(image_size),) * 2
-    elif isinstance(image_size, (tuple, list)) and len(image_size) == 2 and all(
-        isinstance(s, Integral) and not isinstance(s, bool) for s in image_size
-    ):
-        size = tuple(int(s) for s in image_size)
-    else:
-        raise TypeError(f"image_size must be an int or a pair of ints (H, W), got {image_size!r}.")
-    if min(size) < 1:
-        raise ValueError(f"image_size must be positive, got {image_size!r}.")
-    return size
-
-
 def _crop_box(width, height, size):
     """Centred box of the source image with the aspect ratio of ``size`` = (H, W)."""
     target = size[1] / size[0]
@@ -476,7 +463,7 @@ def load_image_folder(path, image_size, *, grayscale=None, center_crop=True):
         If ``path`` is not a folder, has no class subfolders, a class folder has no images, or a
         file cannot be read as an image (the message names the file).
     """
-    size = _check_size(image_size)
+    size = check_image_size(image_size)
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}.")
     root = Path(path)
