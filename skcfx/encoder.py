@@ -329,11 +329,21 @@ class DiffAEEncoder(TransformerMixin, BaseEstimator):
         x_T = sampling.invert_ddim(model, x_0, self._schedule(n_steps or self.encode_steps), extra_args={"cond": z})
         return x_T, model.n_samples
 
-    def _decode_tensor(self, z, x_T, n_steps=None):
-        """DDIM decoding; returns ``(x_0, denoiser evaluations summed over images)``."""
-        model = self._eps_model()
+    def _decode_tensor(self, z, x_T, n_steps=None, guidance_scale=0.0):
+        """DDIM decoding; returns ``(x_0, denoiser evaluations summed over images)``.
+
+        ``guidance_scale > 0`` applies classifier-free guidance on ``z`` against the learned
+        null latent (needs ``latent_dropout > 0`` at training); it doubles the evaluations.
+        """
+        counting = self._eps_model()
+        model = counting
+        if guidance_scale > 0:
+            if not self.config_.null_latent:
+                raise ValueError("guidance_scale > 0 needs a network trained with latent_dropout > 0 "
+                                 "(it has no null latent to guide against).")
+            model = sampling.LatentGuidedDenoiser(counting, self.net_.null_cond, guidance_scale)
         x_0 = sampling.sample_ddim(model, x_T, self._schedule(n_steps or self.decode_steps), extra_args={"cond": z})
-        return x_0.clamp(-1, 1), model.n_samples
+        return x_0.clamp(-1, 1), counting.n_samples
 
     # ------------------------------------------------------------------ public API
     def _validated(self, X):

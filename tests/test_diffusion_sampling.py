@@ -7,6 +7,7 @@ import torch
 
 from skcfx.diffusion.sampling import (
     CountingDenoiser,
+    LatentGuidedDenoiser,
     ddim_step,
     invert_ddim,
     predict_eps,
@@ -287,3 +288,25 @@ def test_guided_loop_can_reuse_ddim_step_with_gradients():
             x, _ = ddim_step(x, eps, ab_t, s.alpha_bar_prev[i].item(), mean_shift=-0.2 * ab_t * grad)
     unguided = sample_ddim(model, torch.randn(1, 1, 4, 4, generator=torch.Generator().manual_seed(7)), s)
     assert (x - target).abs().mean() < (unguided - target).abs().mean()
+
+
+def test_latent_guidance_extrapolates_from_the_null_latent_in_one_call():
+    # eps = the first latent coordinate everywhere, so guidance is checkable by hand.
+    def model(x_t, t, cond):
+        return torch.zeros_like(x_t) + cond[:, :1, None, None]
+
+    counting = CountingDenoiser(model)
+    guided = LatentGuidedDenoiser(counting, lambda n: torch.full((n, 2), -1.0), scale=2.0)
+    x = torch.zeros(3, 1, 2, 2)
+    cond = torch.tensor([[1.0, 0.0], [2.0, 0.0], [3.0, 0.0]])
+    eps = guided(x, torch.full((3,), 7), cond=cond)
+    expected = cond[:, 0] + 2.0 * (cond[:, 0] + 1.0)  # eps_z + s (eps_z - eps_null)
+    assert torch.allclose(eps[:, 0, 0, 0], expected)
+    assert counting.n_calls == 1 and counting.n_samples == 6  # one batched call, 2n samples
+    # scale 0 is the plain conditional denoiser at the plain cost
+    counting.reset()
+    plain = LatentGuidedDenoiser(counting, lambda n: torch.full((n, 2), -1.0), scale=0.0)
+    assert torch.allclose(plain(x, torch.full((3,), 7), cond=cond)[:, 0, 0, 0], cond[:, 0])
+    assert counting.n_samples == 3
+    with pytest.raises(ValueError, match="scale"):
+        LatentGuidedDenoiser(model, lambda n: None, scale=-1.0)

@@ -256,3 +256,26 @@ def test_overshoot_walks_further_for_one_more_decode(task, fitted_tiny_encoder, 
     # where the overshoot kept its image, the step is 1.5x (capped), else unchanged
     ratio = far.alphas / base.alphas
     assert np.all(np.isclose(ratio, 1.0) | np.isclose(ratio, 1.5) | np.isclose(far.alphas, DifCluE().alpha_max))
+
+
+def test_latent_guidance_doubles_decode_cost_and_changes_the_decode(task, fitted_tiny_encoder, pixel_classifier):
+    X, y, Xq, _ = task
+
+    def explain(**params):
+        return CounterfactualExplainer(encoder=fitted_tiny_encoder, classifier=pixel_classifier,
+                                       method=DifCluE(alpha=0.5, **params), random_state=0).fit(X, y).explain(Xq[:3])
+
+    plain, guided = explain(), explain(guidance_scale=2.0)
+    inversion = fitted_tiny_encoder.encode_steps / 2  # shared by the query's 2 modes
+    steps = DifCluE().decode_steps
+    assert plain.n_function_evals == pytest.approx(inversion + steps)
+    assert guided.n_function_evals == pytest.approx(inversion + 2 * steps)
+    assert not np.allclose(plain.counterfactuals, guided.counterfactuals, atol=1e-4)
+
+
+def test_latent_guidance_needs_a_null_latent(task, tiny_encoder_factory, digits8, pixel_classifier):
+    X, y, _, _ = task
+    encoder = tiny_encoder_factory(latent_dropout=0.0, max_steps=2).fit(digits8[0][:32])
+    with pytest.raises(ValueError, match="latent_dropout"):
+        CounterfactualExplainer(encoder=encoder, classifier=pixel_classifier,
+                                method=DifCluE(guidance_scale=1.0)).fit(X, y)

@@ -18,6 +18,7 @@ from .checkpoints import (
 from .nets import DiffAEConfig, DiffAENet, SemanticEncoder
 from .sampling import (
     CountingDenoiser,
+    LatentGuidedDenoiser,
     ddim_step,
     invert_ddim,
     predict_eps,
@@ -32,6 +33,7 @@ __all__ = [
     "CountingDenoiser",
     "DiffAEConfig",
     "DiffAENet",
+    "LatentGuidedDenoiser",
     "Schedule",
     "SemanticEncoder",
     "alpha_bar",
