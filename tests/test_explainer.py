@@ -279,3 +279,54 @@ def test_latent_guidance_needs_a_null_latent(task, tiny_encoder_factory, digits8
     with pytest.raises(ValueError, match="latent_dropout"):
         CounterfactualExplainer(encoder=encoder, classifier=pixel_classifier,
                                 method=DifCluE(guidance_scale=1.0)).fit(X, y)
+
+
+def test_require_mode_accepts_only_counterfactuals_that_reencode_to_their_mode(task, fitted_tiny_encoder):
+    X, y, Xq, _ = task
+
+    def always_positive(images):  # every decode flips: acceptance is left to the mode check
+        return np.tile([0.0, 1.0], (len(images), 1))
+
+    def explain(require_mode):
+        ex = CounterfactualExplainer(encoder=fitted_tiny_encoder,
+                                     direction_finder=ModalDirectionFinder(n_modes=2, random_state=0),
+                                     classifier=always_positive, random_state=0,
+                                     method=DifCluE(max_decodes=3, require_mode=require_mode)).fit(X, y)
+        return ex, ex.explain(Xq[:10], target_class=1)
+
+    ex, e = explain(True)
+    cf = e.counterfactuals.reshape((-1,) + e.counterfactuals.shape[2:])
+    in_mode = ex.direction_finder_.predict(fitted_tiny_encoder.transform(cf)) == e.mode_ids.reshape(-1)
+    # The method's own count of accepted steps matches an independent re-encoding (one CF of
+    # slack for the float rounding of the image round trip), and some steps were refused.
+    assert abs(np.mean(in_mode) - e.info["accepted_rate"]) <= 1 / len(cf) + 1e-9
+    assert e.info["accepted_rate"] < 1
+    # Without the check every step is accepted and the search bisects to smaller steps.
+    _, loose = explain(False)
+    assert loose.info["accepted_rate"] == 1.0
+    assert np.all(loose.alphas <= e.alphas + 1e-12) and np.any(loose.alphas < e.alphas)
+
+
+def test_source_contrast_directions_separate_the_mode_from_each_source_cluster(task, fitted_tiny_encoder,
+                                                                               pixel_classifier):
+    X, y, _, _ = task
+    ex = CounterfactualExplainer(encoder=fitted_tiny_encoder, direction_finder=ModalDirectionFinder(n_modes=2, random_state=0),
+                                 classifier=pixel_classifier, method=DifCluE(n_source_modes=3), random_state=0).fit(X, y)
+    finder, method = ex.direction_finder_, ex.method_
+    Z = fitted_tiny_encoder.transform(X)
+    Zs = (Z - finder.mean_) / finder.scale_
+    modes = finder.predict(Z)
+    assert set(method.source_directions_) == set(range(len(finder.modes_)))
+    for m, W in method.source_directions_.items():
+        centers = method.source_centers_[m]
+        assert W.shape == centers.shape == (3, Z.shape[1])
+        np.testing.assert_allclose(np.linalg.norm(W, axis=1), 1.0, atol=1e-9)
+        others = Zs[finder.mode_class_[modes] != finder.mode_class_[m]]
+        cluster = np.argmin(((others[:, None] - centers[None]) ** 2).sum(-1), axis=1)
+        for j, w in enumerate(W):
+            # the mode lies further along its direction than the cluster it is contrasted with
+            assert (Zs[modes == m] @ w).mean() > (others[cluster == j] @ w).mean()
+    # 'rest' is the paper's direction: no per-cluster directions are fitted
+    rest = CounterfactualExplainer(encoder=fitted_tiny_encoder, classifier=pixel_classifier,
+                                   method=DifCluE(contrast="rest"), random_state=0).fit(X, y)
+    assert rest.method_.source_directions_ == {}
