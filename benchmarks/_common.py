@@ -18,7 +18,7 @@ RESULTS = HERE / "results"
 CACHE = HERE / "output"
 
 # The default DiffAE recipe on 16 px digits (also used by the demo).
-DIGITS_ENCODER = dict(max_steps=2500, batch_size=64, learning_rate=1e-3, encode_steps=20, decode_steps=20,
+DIGITS_ENCODER = dict(max_steps=5000, batch_size=64, learning_rate=1e-3, encode_steps=20, decode_steps=20,
                       latent_dropout=0.1, random_state=0)
 
 
@@ -30,7 +30,7 @@ def digits_split(image_size=16, test_size=0.3, seed=0):
 
 def cached_encoder(X_train, name="digits16", verbose=True, **overrides):
     """Train the DiffAE once and reuse it from benchmarks/output/ on later runs."""
-    params = {**DIGITS_ENCODER, **overrides}
+    params = {**DIGITS_ENCODER, **{k: v for k, v in overrides.items() if v is not None}}
     CACHE.mkdir(parents=True, exist_ok=True)
     path = CACHE / f"encoder_{name}_{params['max_steps']}.pt"
     if path.is_file():

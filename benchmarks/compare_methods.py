@@ -26,7 +26,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n-queries", type=int, default=20)
     parser.add_argument("--n-samples", type=int, default=2, help="DiME/FastDiME counterfactuals per query")
-    parser.add_argument("--encoder-steps", type=int, default=2500)
+    parser.add_argument("--encoder-steps", type=int, default=None, help="default: the shared digits recipe")
     args = parser.parse_args()
 
     X_train, X_test, y_train, y_test = digits_split()

@@ -6,8 +6,15 @@ pixels trained on the 10 digit labels) decides whether mode k's counterfactual s
 ("percent conversion", DifCluE paper). Variants compared on the same encoder, classifier and
 queries:
 
-* ``difclue``: 2 modes, per-query step search (skcfx default);
-* ``fixed_alpha_X``: 2 modes, one fixed step for all queries (the paper's recipe);
+* ``difclue``: 2 modes, per-query step search (skcfx default: directions contrasted with the
+  query's own cluster of negatives, steps accepted only when the re-encoded counterfactual lands
+  in its mode);
+* ``paper_direction``: the same search with the paper's direction (mode vs all other classes);
+* ``no_mode_check`` / ``paper_direction_no_mode_check``: acceptance by the classifier alone;
+* ``overshoot_1.3``, ``guidance_1``: one extra decode past the step found; classifier-free
+  guidance on the latent (2 decodes of 10 guided steps: same NFE);
+* ``fixed_alpha_X``: 2 modes, the paper's direction and one fixed step for all queries (the
+  paper's recipe);
 * ``one_direction``: no clustering (1 mode per class), per-query step search.
 
     python benchmarks/difclue_digits.py [--pairs 1,7 0,6] [--n-queries 100]
@@ -39,12 +46,16 @@ def run_pair(pair, encoder, oracle, data, args):
     queries = X_test[yb_test == 0][: args.n_queries]
     Z_train = encoder.transform(X_train)
 
-    variants = {"difclue": (2, DifCluE())}
-    variants["difclue_overshoot_1.3"] = (2, DifCluE(overshoot=1.3))
-    for confidence in args.confidences:
-        variants[f"difclue_confidence_{confidence:g}"] = (2, DifCluE(target_confidence=confidence))
+    variants = {
+        "difclue": (2, DifCluE()),
+        "paper_direction": (2, DifCluE(contrast="rest")),
+        "no_mode_check": (2, DifCluE(require_mode=False)),
+        "paper_direction_no_mode_check": (2, DifCluE(contrast="rest", require_mode=False)),
+        "overshoot_1.3": (2, DifCluE(overshoot=1.3)),
+        "guidance_1": (2, DifCluE(guidance_scale=1.0, max_decodes=2)),
+    }
     for alpha in args.fixed_alphas:
-        variants[f"fixed_alpha_{alpha:g}"] = (2, DifCluE(alpha=alpha))
+        variants[f"fixed_alpha_{alpha:g}"] = (2, DifCluE(alpha=alpha, contrast="rest"))
     variants["one_direction"] = (1, DifCluE())
     results = {}
     for name, (n_modes, method) in variants.items():
@@ -75,8 +86,7 @@ def main():
     parser.add_argument("--pairs", nargs="+", default=["1,7", "0,6"])
     parser.add_argument("--n-queries", type=int, default=100)
     parser.add_argument("--fixed-alphas", type=float, nargs="*", default=[0.5, 1.0, 2.0])
-    parser.add_argument("--confidences", type=float, nargs="*", default=[0.5])
-    parser.add_argument("--encoder-steps", type=int, default=2500)
+    parser.add_argument("--encoder-steps", type=int, default=None, help="default: the shared digits recipe")
     args = parser.parse_args()
 
     data = digits_split()

@@ -38,6 +38,16 @@ def diffae_section(r):
         lines.append(f"| {row['encode_steps']} / {row['decode_steps']} | {_f(row['mse_inverted_noise'], 4)} | "
                      f"{_f(row['mse_random_noise'], 4)} | {row['encode_images_per_s']:.0f} | "
                      f"{row['decode_images_per_s']:.0f} |")
+    control = r.get("semantic_control") or []
+    if control:
+        n = control[0]["n_pairs"]
+        lines += ["", f"Semantic control: {n} held-out pairs (a, b) of different digits; "
+                  "decode(z of b, inverted noise of a), read by an SVC on pixels:", "",
+                  "| training steps | training time | shows b's digit (latent) | shows a's digit (noise) |",
+                  "|---|---|---|---|"]
+        for row in control:
+            lines.append(f"| {row['max_steps']} | {row['training_wall_time_s'] / 60:.1f} min | "
+                         f"{_f(row['shows_latent_digit'], 2)} | {_f(row['shows_noise_digit'], 2)} |")
     return lines
 
 

@@ -143,6 +143,7 @@ def test_build_config_overrides():
     assert cfg["n_train"] == 100 and cfg["encoder"]["max_steps"] == 7
     assert cfg["dime"] == cfg["fastdime"] == {"respacing": 200, "tau": 60}
     assert sp.FULL["encoder"]["max_steps"] != 7  # the preset itself is left untouched
+    assert cfg["cache"] is True  # CLI runs reuse a cached DiffAE unless --no-cache
 
 
 # ---------------------------------------------------------------------------------------------------
