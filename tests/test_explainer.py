@@ -326,6 +326,12 @@ def test_source_contrast_directions_separate_the_mode_from_each_source_cluster(t
         for j, w in enumerate(W):
             # the mode lies further along its direction than the cluster it is contrasted with
             assert (Zs[modes == m] @ w).mean() > (others[cluster == j] @ w).mean()
+    # at most one cluster per 10 latents of the other classes
+    many = CounterfactualExplainer(encoder=fitted_tiny_encoder, direction_finder=ModalDirectionFinder(n_modes=2, random_state=0),
+                                   classifier=pixel_classifier, method=DifCluE(n_source_modes=1000), random_state=0).fit(X, y)
+    for m, W in many.method_.source_directions_.items():
+        n_others = np.sum(finder.mode_class_[modes] != finder.mode_class_[m])
+        assert len(W) == n_others // 10
     # 'rest' is the paper's direction: no per-cluster directions are fitted
     rest = CounterfactualExplainer(encoder=fitted_tiny_encoder, classifier=pixel_classifier,
                                    method=DifCluE(contrast="rest"), random_state=0).fit(X, y)

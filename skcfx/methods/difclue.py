@@ -93,8 +93,11 @@ class DifCluE(CounterfactualMethod):
         classes (the paper; the finder's ``directions_standardized_``), ``'source'`` the cluster
         of the other classes nearest to the query (one logistic regression per cluster and mode,
         same ``C`` as the finder).
-    n_source_modes : int, default=8
-        Clusters of the other classes for ``contrast='source'`` (capped by their distinct rows).
+    n_source_modes : int, default=16
+        Clusters of the other classes for ``contrast='source'``, capped so that a cluster holds
+        10 latents on average. On digits (eight negative digits, 100 queries per pair) 8, 12,
+        16, 24 and 32 clusters all gave a mean percent conversion within 0.88-0.90 (1/7) and
+        0.92-0.96 (0/6); 16 was at the top of both ranges.
 
     Attributes
     ----------
@@ -127,7 +130,7 @@ class DifCluE(CounterfactualMethod):
 
     def __init__(self, alpha="auto", *, max_decodes=4, alpha_max=8.0, grid_size=64, margin=1.5,
                  target_confidence=0.9, overshoot=1.0, guidance_scale=0.0, decode_steps=10,
-                 require_mode=True, contrast="source", n_source_modes=8):
+                 require_mode=True, contrast="source", n_source_modes=16):
         self.alpha = alpha
         self.max_decodes = max_decodes
         self.alpha_max = alpha_max
@@ -180,7 +183,7 @@ class DifCluE(CounterfactualMethod):
         for m in range(len(finder.mode_class_)):
             in_mode = mode_of == m
             others = Zs[class_of != finder.mode_class_[m]]
-            n_clusters = min(self.n_source_modes, len(np.unique(others, axis=0)))
+            n_clusters = min(self.n_source_modes, max(len(others) // 10, 1), len(np.unique(others, axis=0)))
             if not in_mode.any() or n_clusters < 1:
                 # Nothing to contrast with: fall back to the paper's direction.
                 self.source_centers_[m] = np.zeros((1, Zs.shape[1]))
