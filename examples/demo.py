@@ -10,7 +10,7 @@ labels) checks which digit each counterfactual shows.
 Writes to the output folder: ``reconstructions.png``, ``counterfactuals.png``, ``metrics.json``,
 ``explanation.npz`` and ``index.html``.
 
-    python examples/demo.py --output demo_output [--max-steps 2500] [--n-queries 24]
+    python examples/demo.py --output demo_output [--max-steps 5000] [--n-queries 60]
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ POSITIVE = (1, 7)
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", default="demo_output", help="folder for pictures and metrics")
-    parser.add_argument("--max-steps", type=int, default=2500, help="DiffAE training steps")
+    parser.add_argument("--max-steps", type=int, default=5000, help="DiffAE training steps")
     parser.add_argument("--batch-size", type=int, default=64, help="DiffAE batch size")
     parser.add_argument("--classifier-epochs", type=int, default=15)
-    parser.add_argument("--n-queries", type=int, default=24, help="held-out negatives to explain")
+    parser.add_argument("--n-queries", type=int, default=60, help="held-out negatives to explain")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args()
 

@@ -71,8 +71,11 @@ class DiffAEEncoder(TransformerMixin, BaseEstimator):
         a registered name (e.g. ``'tiny16'``, ``'tiny32'``, ``'ffhq128'``; see
         :func:`skcfx.diffusion.checkpoints.list_configs`) or a dict of
         :class:`~skcfx.diffusion.nets.DiffAEConfig` fields.
-    max_steps : int, default=2500
-        Training iterations (optimizer steps).
+    max_steps : int, default=5000
+        Training iterations (optimizer steps). On 16 px digits reconstruction is already good
+        after 2500 steps, but the semantic latent only takes control of what a decode shows
+        later (``benchmarks/diffae_digits.py``, "semantic control"), and latent edits such as
+        DifCluE's need that.
     batch_size : int, default=64
         Training batch size.
     learning_rate : float, default=1e-3
@@ -159,7 +162,7 @@ class DiffAEEncoder(TransformerMixin, BaseEstimator):
         latent_dim=None,
         *,
         architecture="auto",
-        max_steps=2500,
+        max_steps=5000,
         batch_size=64,
         learning_rate=1e-3,
         ema_decay=0.999,
