@@ -19,7 +19,7 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) examples/demo.py --output demo_output
+	OMP_NUM_THREADS=1 $(PY) examples/demo.py --output demo_output
 
 # Tiny test models run fastest on one thread (no OpenMP contention on small CPUs).
 test: $(STAMP)
