@@ -54,8 +54,8 @@ class DifCluE(CounterfactualMethod):
     Parameters
     ----------
     alpha : 'auto' or float, default='auto'
-        ``'auto'`` searches the smallest step that flips the classifier per query and mode (see
-        module docstring); a float uses that fixed step for every query, as in the paper (the
+        ``'auto'`` searches the smallest accepted step per query and mode (see module docstring
+        and ``require_mode``); a float uses that fixed step for every query, as in the paper (the
         published attribute editing uses about 0.3, up to 0.5).
     max_decodes : int, default=4
         Decodes allowed per counterfactual in the ``'auto'`` search (the cost bound).
@@ -64,18 +64,18 @@ class DifCluE(CounterfactualMethod):
     grid_size : int, default=64
         Points of the surrogate's scan over ``(0, alpha_max]``.
     margin : float, default=1.5
-        Safety factor applied to the surrogate's proposal. On digits (1/7 vs rest, 60 queries)
-        ``alpha_max=8, margin=1.5`` flipped 0.96 of counterfactuals against 0.86 for
-        ``alpha_max=4, margin=1.15``, at the same cost (50 NFE).
+        Safety factor applied to the surrogate's proposal. On digits (1/7 vs rest, 60 queries,
+        2500-step DiffAE, paper's direction) ``alpha_max=8, margin=1.5`` flipped 0.96 of
+        counterfactuals against 0.86 for ``alpha_max=4, margin=1.15``, at the same cost (50 NFE).
     overshoot : float >= 1, default=1.0
-        After the search, decode once more at ``overshoot`` times the step found, keeping it when
-        the classifier still predicts the target: walks further into the mode for one extra
-        decode. 1 disables it.
+        After the search, decode once more at ``overshoot`` times the step found, keeping it unless
+        it loses what the step had (acceptance, or the classifier's flip): walks further into the
+        mode for one extra decode. 1 disables it.
     target_confidence : float in [0.5, 1), default=0.9
         The search accepts a step once the classifier predicts the target with at least this
         probability. 0.5 (any flip) gives the smallest edits; larger values walk further into the
-        mode (digits 1/7 vs rest: an oracle read mode 1's counterfactuals as a 1 in 0.73 of
-        queries at 0.5 and 0.80 at 0.9, same flip rate and NFE).
+        mode (digits 1/7 vs rest, 2500-step DiffAE: an oracle read mode 1's counterfactuals as a 1
+        in 0.73 of queries at 0.5 and 0.80 at 0.9, same flip rate and NFE).
     guidance_scale : float >= 0, default=0.0
         Classifier-free guidance of every decode on the edited latent against the encoder's null
         latent (``eps_z + s * (eps_z - eps_null)``): the decode follows the edited latent more and
