@@ -1,7 +1,9 @@
 """Run every benchmark in order, then regenerate the README results section (`make bench`).
 
-The DiffAE trained by diffae_digits.py is cached in benchmarks/output/ and reused by the digit
-benchmarks. On 2 CPU cores the whole run takes about an hour (shapes_protocol.py --cpu: ~15 min).
+The DiffAEs trained by diffae_digits.py (5000 steps, the recipe; 2500 steps, for the semantic
+control comparison) are cached in benchmarks/output/ and reused by the digit benchmarks; the
+shapes DiffAE is cached too. On 2 CPU cores a run from scratch takes well over an hour (DiffAE
+training alone: about 18 + 9 min for digits and 15 min for shapes on an otherwise idle core).
 
     python benchmarks/run_all.py [--skip shapes_protocol ...]
 """

@@ -113,7 +113,9 @@ QUICK = dict(
     n_fit_guided=128,
 )
 
-# 2-core CPU run (--cpu, about 20 minutes): 16 px scenes and the 16 px digits DiffAE recipe.
+# 2-core CPU run (--cpu): 16 px scenes, the 16 px digits architecture trained 4000 steps (30 min
+# measured with other jobs sharing the cores; cached in benchmarks/output/ for reruns, which then
+# take about 6.5 min).
 CPU = dict(
     FULL, image_size=16, n_train=3000, n_test=1000,
     encoder=dict(architecture=dict(model_channels=16, channel_mult=(1, 1), enc_channel_mult=(1, 2, 2),
@@ -532,7 +534,8 @@ def main():
                         help="DiME/FastDiME noising depth in chain steps (default 30; published 60)")
     parser.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N'")
     parser.add_argument("--quick", action="store_true", help="tiny CPU smoke configuration")
-    parser.add_argument("--cpu", action="store_true", help="16 px configuration for a 2-core CPU (~20 min)")
+    parser.add_argument("--cpu", action="store_true",
+                        help="16 px configuration for a 2-core CPU (~35 min from scratch, ~7 with a cached DiffAE)")
     parser.add_argument("--no-figures", action="store_true", help="skip the PNGs in benchmarks/output/")
     parser.add_argument("--no-cache", action="store_true", help="retrain the DiffAE even if benchmarks/output/ has it")
     args = parser.parse_args()

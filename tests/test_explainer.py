@@ -310,8 +310,10 @@ def test_require_mode_accepts_only_counterfactuals_that_reencode_to_their_mode(t
 def test_source_contrast_directions_separate_the_mode_from_each_source_cluster(task, fitted_tiny_encoder,
                                                                                pixel_classifier):
     X, y, _, _ = task
-    ex = CounterfactualExplainer(encoder=fitted_tiny_encoder, direction_finder=ModalDirectionFinder(n_modes=2, random_state=0),
-                                 classifier=pixel_classifier, method=DifCluE(n_source_modes=3), random_state=0).fit(X, y)
+    ex = CounterfactualExplainer(encoder=fitted_tiny_encoder,
+                                 direction_finder=ModalDirectionFinder(n_modes=2, random_state=0),
+                                 classifier=pixel_classifier, method=DifCluE(n_source_modes=3),
+                                 random_state=0).fit(X, y)
     finder, method = ex.direction_finder_, ex.method_
     Z = fitted_tiny_encoder.transform(X)
     Zs = (Z - finder.mean_) / finder.scale_
@@ -327,8 +329,10 @@ def test_source_contrast_directions_separate_the_mode_from_each_source_cluster(t
             # the mode lies further along its direction than the cluster it is contrasted with
             assert (Zs[modes == m] @ w).mean() > (others[cluster == j] @ w).mean()
     # at most one cluster per 10 latents of the other classes
-    many = CounterfactualExplainer(encoder=fitted_tiny_encoder, direction_finder=ModalDirectionFinder(n_modes=2, random_state=0),
-                                   classifier=pixel_classifier, method=DifCluE(n_source_modes=1000), random_state=0).fit(X, y)
+    many = CounterfactualExplainer(encoder=fitted_tiny_encoder,
+                                   direction_finder=ModalDirectionFinder(n_modes=2, random_state=0),
+                                   classifier=pixel_classifier, method=DifCluE(n_source_modes=1000),
+                                   random_state=0).fit(X, y)
     for m, W in many.method_.source_directions_.items():
         n_others = np.sum(finder.mode_class_[modes] != finder.mode_class_[m])
         assert len(W) == n_others // 10
