@@ -343,7 +343,16 @@ def test_keyboard_interrupt_inside_a_step_then_resume():
     assert_tensors_equal(got, expected)
 
 
-def test_real_sigint_leaves_a_resumable_state():
+@pytest.fixture
+def python_sigint_handler():
+    """Python's own Ctrl-C handler for the test: a process started in the background by a
+    non-interactive shell inherits SIGINT *ignored*, and then no signal ever arrives."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_real_sigint_leaves_a_resumable_state(python_sigint_handler):
     full = train(make_net(), 12)
 
     def send_sigint(info):
@@ -359,7 +368,7 @@ def test_real_sigint_leaves_a_resumable_state():
     assert_states_equal(resumed, full)
 
 
-def test_defer_sigint_holds_ctrl_c_until_the_block_ends():
+def test_defer_sigint_holds_ctrl_c_until_the_block_ends(python_sigint_handler):
     from skcfx.diffusion.training import _defer_sigint
 
     reached = False
