@@ -146,7 +146,8 @@ class DifCluE(CounterfactualMethod):
 
     # ------------------------------------------------------------------ fitting
     def fit(self, context, Z, y_classifier):
-        """Fit the latent surrogate of the explained classifier.
+        """Fit the latent surrogate of the explained classifier (and, with ``contrast='source'``,
+        the clusters of the other classes and one direction per cluster and mode).
 
         Parameters
         ----------
@@ -180,6 +181,7 @@ class DifCluE(CounterfactualMethod):
         """
         mode_of = finder.predict(Z)
         class_of = finder.mode_class_[mode_of]
+        clusterings = {}  # the other classes of a class are the same for all its modes
         for m in range(len(finder.mode_class_)):
             in_mode = mode_of == m
             others = Zs[class_of != finder.mode_class_[m]]
@@ -189,7 +191,10 @@ class DifCluE(CounterfactualMethod):
                 self.source_centers_[m] = np.zeros((1, Zs.shape[1]))
                 self.source_directions_[m] = finder.directions_standardized_[m][None]
                 continue
-            km = KMeans(n_clusters, n_init=4, random_state=0).fit(others)
+            key = finder.mode_class_[m].item() if hasattr(finder.mode_class_[m], "item") else finder.mode_class_[m]
+            if key not in clusterings:
+                clusterings[key] = KMeans(n_clusters, n_init=4, random_state=0).fit(others)
+            km = clusterings[key]
             directions = []
             for j in range(n_clusters):
                 X = np.concatenate([Zs[in_mode], others[km.labels_ == j]])
