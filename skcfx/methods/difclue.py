@@ -144,6 +144,11 @@ class DifCluE(CounterfactualMethod):
         self.contrast = contrast
         self.n_source_modes = n_source_modes
 
+    @property
+    def needs_unconditional(self):
+        """Guidance needs the encoder's null latent (the explainer checks it before fitting)."""
+        return isinstance(self.guidance_scale, numbers.Real) and self.guidance_scale > 0
+
     # ------------------------------------------------------------------ fitting
     def fit(self, context, Z, y_classifier):
         """Fit the latent surrogate of the explained classifier (and, with ``contrast='source'``,
@@ -157,9 +162,6 @@ class DifCluE(CounterfactualMethod):
             The explained classifier's predicted class *indices* on the training images.
         """
         self._validate_params()
-        if self.guidance_scale > 0 and not context.encoder.config_.null_latent:
-            raise ValueError("DifCluE(guidance_scale > 0) needs an encoder trained with latent_dropout > 0; "
-                             "this encoder has no null latent. Use guidance_scale=0.")
         finder = context.direction_finder
         Zs = (Z - finder.mean_) / finder.scale_
         classes = np.unique(y_classifier)
@@ -191,7 +193,7 @@ class DifCluE(CounterfactualMethod):
                 self.source_centers_[m] = np.zeros((1, Zs.shape[1]))
                 self.source_directions_[m] = finder.directions_standardized_[m][None]
                 continue
-            key = finder.mode_class_[m].item() if hasattr(finder.mode_class_[m], "item") else finder.mode_class_[m]
+            key = finder.mode_class_[m]
             if key not in clusterings:
                 clusterings[key] = KMeans(n_clusters, n_init=4, random_state=0).fit(others)
             km = clusterings[key]
@@ -216,11 +218,10 @@ class DifCluE(CounterfactualMethod):
                     triples.append((i, int(t), int(m)))
         return triples
 
-    def _directions(self, finder, z, direction_ids):
-        """Unit standardised direction of every (query latent, mode) pair, shape (m, d)."""
+    def _directions(self, finder, zs, direction_ids):
+        """Unit standardised direction of every (standardised latent, mode) pair, shape (m, d)."""
         if self.contrast == "rest":
             return finder.directions_standardized_[direction_ids]
-        zs = (z.cpu().numpy().astype(np.float64) - finder.mean_) / finder.scale_
         out = np.empty_like(zs)
         for m in np.unique(direction_ids):
             rows = np.flatnonzero(direction_ids == m)
@@ -239,12 +240,11 @@ class DifCluE(CounterfactualMethod):
         zs = (z - mean) / scale + a * np.sqrt(d) * w
         return mean + scale * zs
 
-    def _propose(self, finder, z, w, target):
+    def _propose(self, zs, w, target):
         """Surrogate proposal: smallest grid step at which the surrogate predicts ``target``."""
         if self.surrogate_ is None:
             return np.full(len(w), 0.5 * self.alpha_max)
-        d = z.shape[1]
-        zs = (z.cpu().numpy() - finder.mean_) / finder.scale_
+        d = zs.shape[1]
         grid = np.linspace(self.alpha_max / self.grid_size, self.alpha_max, self.grid_size)
         points = zs[:, None, :] + grid[None, :, None] * np.sqrt(d) * w[:, None, :]
         pred = self.surrogate_.predict(points.reshape(-1, d)).reshape(len(zs), len(grid))
@@ -267,7 +267,9 @@ class DifCluE(CounterfactualMethod):
         tgt = np.array([t[1] for t in triples], dtype=np.int64)
         dirs = np.array([t[2] for t in triples], dtype=np.int64)
         zq, xq = z[q], x_T[q]
-        w = self._directions(finder, zq, dirs)
+        # Standardised query latents (numpy), shared by the direction choice and the proposal.
+        zs = (zq.cpu().numpy().astype(np.float64) - finder.mean_) / finder.scale_
+        w = self._directions(finder, zs, dirs)
 
         def decode(alphas, idx=None):
             # Decode the pairs ``idx`` at their steps; returns images, rank, denoiser calls.
@@ -293,7 +295,7 @@ class DifCluE(CounterfactualMethod):
             nfe += calls
             n_decodes = np.ones(len(triples))
         else:
-            best, alphas, rank, calls, n_decodes = self._search(finder, zq, w, tgt, decode)
+            best, alphas, rank, calls, n_decodes = self._search(zs, w, tgt, decode)
             nfe += calls
             if self.overshoot > 1 and len(alphas):
                 further = np.minimum(alphas * self.overshoot, self.alpha_max)
@@ -312,7 +314,7 @@ class DifCluE(CounterfactualMethod):
                 "accepted_rate": float(np.mean(rank == 2)) if len(rank) else 0.0}
         return MethodOutput(cfs, cf_target, out_alpha, mode_ids, nfe, info)
 
-    def _search(self, finder, z, w, tgt, decode):
+    def _search(self, zs, w, tgt, decode):
         """Bracketing search for the smallest accepted step (at most ``max_decodes`` decodes).
 
         Keeps, per pair, ``lo`` (largest step known not accepted) and ``hi`` (smallest step known
@@ -322,7 +324,7 @@ class DifCluE(CounterfactualMethod):
         failing that the largest step tried.
         """
         m = len(w)
-        alpha = self._propose(finder, z, w, tgt)
+        alpha = self._propose(zs, w, tgt)
         lo, hi = np.zeros(m), np.full(m, np.inf)
         best_images, best_alpha, best_rank = None, alpha.copy(), np.full(m, -1, dtype=np.int8)
         nfe, n_decodes = 0.0, np.zeros(m)
