@@ -28,18 +28,30 @@ def digits_split(image_size=16, test_size=0.3, seed=0):
     return train_test_split(X, y, test_size=test_size, stratify=y, random_state=seed)
 
 
+def load_or_fit_encoder(path, X, params, *, use_cache=True, device="auto"):
+    """The DiffAE saved at ``path`` (with ``use_cache``), else one fitted on ``X`` and saved there.
+
+    Returns ``(encoder, from_cache)``; a reused encoder keeps the training time recorded when it
+    was trained (``fit_time_s_``).
+    """
+    path = Path(path)
+    if use_cache and path.is_file():
+        return DiffAEEncoder.load(path, device=device), True
+    encoder = DiffAEEncoder(device=device, **params).fit(X)
+    if use_cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        encoder.save(path)
+    return encoder, False
+
+
 def cached_encoder(X_train, name="digits16", verbose=True, **overrides):
-    """Train the DiffAE once and reuse it from benchmarks/output/ on later runs."""
+    """Train the digits DiffAE once and reuse it from benchmarks/output/ on later runs."""
     params = {**DIGITS_ENCODER, **{k: v for k, v in overrides.items() if v is not None}}
-    CACHE.mkdir(parents=True, exist_ok=True)
     path = CACHE / f"encoder_{name}_{params['max_steps']}.pt"
-    if path.is_file():
-        encoder = DiffAEEncoder.load(path)
+    encoder, cached = load_or_fit_encoder(path, X_train, {**params, "verbose": verbose})
+    if cached:
         encoder.set_params(**{k: v for k, v in params.items() if k in ("encode_steps", "decode_steps")})
-        return encoder, {"cached": True, "path": str(path), "fit_time_s": encoder.fit_time_s_}
-    encoder = DiffAEEncoder(verbose=verbose, **params).fit(X_train)
-    encoder.save(path)
-    return encoder, {"cached": False, "path": str(path), "fit_time_s": encoder.fit_time_s_}
+    return encoder, {"cached": cached, "path": str(path), "fit_time_s": encoder.fit_time_s_}
 
 
 def write_json(name, payload):
