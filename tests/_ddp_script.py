@@ -1,0 +1,70 @@
+"""Run by tests/test_distributed.py under ``torchrun --nproc_per_node 2`` (gloo, CPU).
+
+``train OUT``: torch-level :func:`train_diffae` under DDP -- a full run, and the same run stopped
+half-way, checkpointed by rank 0 and resumed from the file -- each rank saving what it ended with.
+``fit OUT``: the estimator, ``DiffAEEncoder(...).fit(X)`` then ``save()``, as a user script would.
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from skcfx.diffusion import distributed
+
+
+def _images(n=48, size=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    coords = torch.arange(size, dtype=torch.float32)
+    centres = torch.rand(n, 2, generator=g) * (size - 1)
+    d2 = (coords[None, :, None] - centres[:, 0, None, None]) ** 2 + (
+        coords[None, None, :] - centres[:, 1, None, None]) ** 2
+    return (2 * torch.exp(-d2 / 4.0) - 1).unsqueeze(1)
+
+
+def _net():
+    from skcfx.diffusion.checkpoints import create_net
+
+    torch.manual_seed(0)
+    return create_net(dict(image_size=8, in_channels=1, model_channels=8, channel_mult=[1, 2],
+                           enc_channel_mult=[1, 2], attention_resolutions=[4], embed_channels=16,
+                           latent_dim=4, null_latent=True))
+
+
+def train(out):
+    from skcfx.diffusion.training import load_train_checkpoint, train_diffae
+
+    distributed.init_from_env(torch.device("cpu"))
+    world = distributed.world()
+    images = _images()
+    run = dict(batch_size=8, learning_rate=1e-2, latent_dropout=0.2, device="cpu", random_flip=True)
+    full = train_diffae(_net(), images, max_steps=30, generator=torch.Generator().manual_seed(1), **run)
+    ckpt = out / "train.ckpt"
+    train_diffae(_net(), images, max_steps=15, generator=torch.Generator().manual_seed(1),
+                 checkpoint_path=ckpt, **run)
+    distributed.barrier()
+    resumed = train_diffae(_net(), images, max_steps=30, state=load_train_checkpoint(ckpt), **run)
+    torch.save({"world": world.size, "full": full.to_dict(), "resumed": resumed.to_dict()},
+               out / f"rank{world.rank}.pt")
+
+
+def fit(out):
+    from skcfx import DiffAEEncoder
+
+    rng = np.random.default_rng(0)
+    X = (rng.random((40, 8, 8, 1)) * 255).astype(np.uint8)
+    encoder = DiffAEEncoder(architecture=dict(model_channels=8, channel_mult=(1, 2), enc_channel_mult=(1, 2),
+                                              attention_resolutions=(4,), embed_channels=16, latent_dim=4),
+                            max_steps=12, batch_size=8, encode_steps=3, decode_steps=3, random_state=0,
+                            device="cpu", checkpoint_path=out / "fit.ckpt", checkpoint_every=5)
+    encoder.fit(X)
+    encoder.save(out / "encoder.pt")
+    rank = distributed.world().rank
+    torch.save({"world": distributed.world().size, "weights": encoder.net_.state_dict(),
+                "loss": encoder.loss_history_.tolist(), "z": encoder.transform(X[:4])},
+               out / f"fit_rank{rank}.pt")
+
+
+if __name__ == "__main__":
+    {"train": train, "fit": fit}[sys.argv[1]](Path(sys.argv[2]))
