@@ -1,0 +1,127 @@
+"""Benchmark (CUDA only): images/s for training, encode, invert and decode with the published
+ffhq128 architecture at 64 and 128 px, in fp32 vs bf16 vs bf16 + torch.compile; peak GPU memory;
+and what the precision costs in reconstruction error.
+
+Everything goes through the public estimator (``DiffAEEncoder(precision=..., compile=...)``) on
+random uint8 images (speed does not depend on the pixels or the weights). Training: a few
+warm-up steps (compilation happens there), then ``--train-steps`` steps continued with
+``warm_start`` and timed. Inference: ``transform`` / ``encode_stochastic`` / ``inverse_transform``
+on ``--n-images`` images with ``--ddim-steps`` steps, after a warm-up batch. Reconstruction error:
+the same briefly trained fp32 weights decoded in each precision, MSE against the fp32 result.
+
+    python benchmarks/gpu_speed.py [--sizes 64 128] [--batch-size 64] [--train-steps 30]
+"""
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from _common import write_json
+
+VARIANTS = (("fp32", False), ("bf16", False), ("bf16", True))
+
+
+def _sync():
+    torch.cuda.synchronize()
+
+
+def _encoder(size, precision, compile, args, **params):
+    from skcfx import DiffAEEncoder
+
+    return DiffAEEncoder(architecture="ffhq128", image_size=size, precision=precision, compile=compile,
+                         batch_size=args.batch_size, inference_batch_size=args.batch_size,
+                         encode_steps=args.ddim_steps, decode_steps=args.ddim_steps, latent_dropout=0.0,
+                         learning_rate=1e-4, random_state=0, device="cuda", **params)
+
+
+def _timed(fn):
+    _sync()
+    start = time.perf_counter()
+    out = fn()
+    _sync()
+    return out, time.perf_counter() - start
+
+
+def _train_images_per_s(encoder, X, args):
+    encoder.set_params(max_steps=args.warmup_steps)
+    encoder.fit(X)  # compilation and cuDNN autotuning happen here
+    encoder.set_params(max_steps=args.warmup_steps + args.train_steps, warm_start=True)
+    _, seconds = _timed(lambda: encoder.fit(X))
+    return args.train_steps * args.batch_size / seconds
+
+
+def _inference(encoder, X):
+    encoder.transform(X[: len(X) // 4])  # warm-up (and compilation)
+    Z, t_encode = _timed(lambda: encoder.transform(X))
+    noise, t_invert = _timed(lambda: encoder.encode_stochastic(X, Z))
+    images, t_decode = _timed(lambda: encoder.inverse_transform(Z, noise))
+    n = len(X)
+    return {"encode_images_per_s": n / t_encode, "invert_images_per_s": n / t_invert,
+            "decode_images_per_s": n / t_decode}, images
+
+
+def _variant(size, precision, compile, X, args):
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    encoder = _encoder(size, precision, compile, args)
+    row = {"image_size": size, "precision": precision, "compile": compile,
+           "train_images_per_s": _train_images_per_s(encoder, X, args)}
+    row["train_peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
+    torch.cuda.reset_peak_memory_stats()
+    timings, images = _inference(encoder, X[: args.n_images])
+    row.update(timings, inference_peak_gpu_memory_gb=torch.cuda.max_memory_allocated() / 2**30)
+    return row, encoder, images
+
+
+def _precision_error(size, X, args, reference_path):
+    """MSE in [0, 1] units between fp32 and each precision's reconstruction with the same weights."""
+    from skcfx import DiffAEEncoder
+
+    out, reference = {}, None
+    for precision, compile in VARIANTS:
+        encoder = DiffAEEncoder.from_pretrained(reference_path, precision=precision, compile=compile,
+                                                device="cuda", encode_steps=args.ddim_steps,
+                                                decode_steps=args.ddim_steps)
+        recon = encoder.reconstruct(X[: args.n_images])
+        if reference is None:
+            reference = recon
+        out[f"{precision}{'+compile' if compile else ''}"] = float(np.mean((recon - reference) ** 2))
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--warmup-steps", type=int, default=5)
+    parser.add_argument("--train-steps", type=int, default=30)
+    parser.add_argument("--n-images", type=int, default=256)
+    parser.add_argument("--ddim-steps", type=int, default=20)
+    parser.add_argument("--out", default="/tmp/skcfx_gpu_speed")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("gpu_speed.py needs a CUDA device; nothing was measured.")
+    rng = np.random.default_rng(0)
+    rows, errors = [], {}
+    for size in args.sizes:
+        X = (rng.random((max(args.n_images, 4 * args.batch_size), size, size, 3)) * 255).astype(np.uint8)
+        for precision, compile in VARIANTS:
+            row, encoder, _ = _variant(size, precision, compile, X, args)
+            rows.append(row)
+            print(row, flush=True)
+            if precision == "fp32":
+                path = encoder.save(f"{args.out}_{size}.pt")
+        errors[size] = _precision_error(size, X, args, path)
+        print(size, errors[size], flush=True)
+    write_json("gpu_speed", {
+        "settings": {k: v for k, v in vars(args).items() if k != "out"} | {"architecture": "ffhq128"},
+        "rows": rows,
+        "reconstruction_mse_vs_fp32": errors,
+        "gpu": torch.cuda.get_device_name(),
+    })
+
+
+if __name__ == "__main__":
+    main()
