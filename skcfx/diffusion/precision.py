@@ -32,8 +32,8 @@ def resolve_precision(precision, device):
     Raises
     ------
     ValueError
-        Unknown name, ``'fp16'`` off CUDA (CPU float16 autocast is slower than float32 and has
-        no gradient scaler), or ``'bf16'`` on a GPU without bfloat16.
+        Unknown name, or ``'bf16'`` on a GPU without bfloat16. ``'bf16'`` and ``'fp16'`` are
+        honoured on any device torch can autocast on (on the CPU they are rarely faster).
     """
     if not isinstance(precision, str) or precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
@@ -44,8 +44,6 @@ def resolve_precision(precision, device):
     if precision == "fp32":
         return None
     if precision == "fp16":
-        if not cuda:
-            raise ValueError(f"precision='fp16' needs a CUDA device; on {device} use 'bf16' or 'fp32'.")
         return torch.float16
     if cuda and not torch.cuda.is_bf16_supported():
         raise ValueError(f"precision='bf16': {device} does not support bfloat16; use 'fp16' or 'fp32'.")
