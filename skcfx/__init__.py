@@ -28,3 +28,18 @@ __all__ = [
     "ModalDirectionFinder",
     "__version__",
 ]
+
+# Subpackages load on first use (``import skcfx; skcfx.metrics.flip_rate(...)``), as in scikit-learn.
+_SUBMODULES = ("classifiers", "datasets", "diffusion", "methods", "metrics", "protocols")
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'skcfx' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_SUBMODULES))

@@ -660,9 +660,9 @@ def test_metrics_follow_random_state(digits8):
 
 def test_encoder_batches_by_inference_batch_size(fitted_tiny_encoder, task):
     encoder = copy.deepcopy(fitted_tiny_encoder).set_params(inference_batch_size=3)
-    sizes = {name: [] for name in ("_encode_tensor", "_invert_tensor", "_decode_tensor")}
+    sizes = {name: [] for name in ("encode", "invert", "decode")}
     for name, record in sizes.items():
-        _record_batches(encoder, name, record)
+        _record_batches(encoder.model_, name, record)
     network = []
     _record_forward_sizes(encoder.net_, network)
     X = task.Xq[:8]
