@@ -14,7 +14,7 @@ import torch
 
 __all__ = ["PRECISIONS", "resolve_precision", "autocast", "make_grad_scaler"]
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 
 
 def resolve_precision(precision, device):
