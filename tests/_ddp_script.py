@@ -1,8 +1,11 @@
 """Run by tests/test_distributed.py under ``torchrun --nproc_per_node 2`` (gloo, CPU).
 
-``train OUT``: torch-level :func:`train_diffae` under DDP -- a full run, and the same run stopped
-half-way, checkpointed by rank 0 and resumed from the file -- each rank saving what it ended with.
-``fit OUT``: the estimator, ``DiffAEEncoder(...).fit(X)`` then ``save()``, as a user script would.
+``OUT``: both parts in one launch (one interpreter start per rank):
+
+- torch-level :func:`train_diffae` under DDP -- a full run, and the same run stopped half-way,
+  checkpointed by rank 0 and resumed from the file -- each rank saving what it ended with;
+- the estimator, ``DiffAEEncoder(...).fit(X)`` then ``save()``, as a user script would, and a fit
+  resumed from its ``checkpoint_path`` under torchrun.
 """
 
 import sys
@@ -54,17 +57,26 @@ def fit(out):
 
     rng = np.random.default_rng(0)
     X = (rng.random((40, 8, 8, 1)) * 255).astype(np.uint8)
-    encoder = DiffAEEncoder(architecture=dict(model_channels=8, channel_mult=(1, 2), enc_channel_mult=(1, 2),
-                                              attention_resolutions=(4,), embed_channels=16, latent_dim=4),
-                            max_steps=12, batch_size=8, encode_steps=3, decode_steps=3, random_state=0,
-                            device="cpu", checkpoint_path=out / "fit.ckpt", checkpoint_every=5)
-    encoder.fit(X)
-    encoder.save(out / "encoder.pt")
-    rank = distributed.world().rank
-    torch.save({"world": distributed.world().size, "weights": encoder.net_.state_dict(),
-                "loss": encoder.loss_history_.tolist(), "z": encoder.transform(X[:4])},
-               out / f"fit_rank{rank}.pt")
+
+    def encoder(max_steps, **params):
+        return DiffAEEncoder(architecture=dict(model_channels=8, channel_mult=(1, 2), enc_channel_mult=(1, 2),
+                                               attention_resolutions=(4,), embed_channels=16, latent_dim=4),
+                             max_steps=max_steps, batch_size=8, learning_rate=1e-2, encode_steps=3, decode_steps=3,
+                             random_state=0, device="cpu", **params)
+
+    straight = encoder(24).fit(X)
+    straight.save(out / "encoder.pt")
+    encoder(12, checkpoint_path=out / "fit.ckpt", checkpoint_every=5).fit(X)
+    distributed.barrier()  # rank 0 has written the checkpoint of step 12
+    resumed = encoder(24, checkpoint_path=out / "fit.ckpt", checkpoint_every=5).fit(X)
+    world = distributed.world()
+    torch.save({"world": world.size, "weights": straight.net_.state_dict(), "loss": straight.loss_history_.tolist(),
+                "resumed_weights": resumed.net_.state_dict(), "resumed_loss": resumed.loss_history_.tolist(),
+                "z": torch.from_numpy(straight.transform(X[:4]))}, out / f"fit_rank{world.rank}.pt")
 
 
 if __name__ == "__main__":
-    {"train": train, "fit": fit}[sys.argv[1]](Path(sys.argv[2]))
+    root = Path(sys.argv[1])
+    for name, part in (("train", train), ("fit", fit)):
+        (root / name).mkdir(exist_ok=True)
+        part(root / name)

@@ -19,14 +19,18 @@ pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_avai
                                 reason="torch.distributed with gloo is not available")
 
 
-def _torchrun(mode, out, timeout=300):
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    """Launch the script once; what each rank wrote, per part ('train', 'fit')."""
+    out = tmp_path_factory.mktemp("ddp")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(SCRIPT), mode, str(out)]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+           str(SCRIPT), str(out)]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return [torch.load(out / f"{prefix}rank{r}.pt", weights_only=True)
-            for prefix in ([""] if mode == "train" else ["fit_"]) for r in (0, 1)]
+    load = lambda path: torch.load(path, weights_only=True)  # noqa: E731
+    return {"train": [load(out / "train" / f"rank{r}.pt") for r in (0, 1)],
+            "fit": [load(out / "fit" / f"fit_rank{r}.pt") for r in (0, 1)], "out": out}
 
 
 def _equal(a, b):
@@ -39,8 +43,8 @@ def _equal(a, b):
     return a == b
 
 
-def test_ddp_ranks_agree_loss_falls_and_resume_is_exact(tmp_path):
-    rank0, rank1 = _torchrun("train", tmp_path)
+def test_ddp_ranks_agree_loss_falls_and_resume_is_exact(ranks):
+    rank0, rank1 = ranks["train"]
     assert rank0["world"] == rank1["world"] == 2
     full0, full1 = rank0["full"], rank1["full"]
     # Identical by construction: the optimizer states (never broadcast) agree bit for bit.
@@ -54,4 +58,26 @@ def test_ddp_ranks_agree_loss_falls_and_resume_is_exact(tmp_path):
     for key in ("net_state", "ema_state", "optimizer_state", "loss_history", "generator_state"):
         assert _equal(full0[key], rank0["resumed"][key]), key
         assert _equal(full1[key], rank1["resumed"][key]), key
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["rank0.pt", "rank1.pt", "train.ckpt"]
+    assert sorted(p.name for p in (ranks["out"] / "train").iterdir()) == ["rank0.pt", "rank1.pt", "train.ckpt"]
+
+
+def test_estimator_fit_under_torchrun_saves_once_and_loads_in_a_plain_process(ranks):
+    import numpy as np
+
+    from skcfx import DiffAEEncoder
+
+    rank0, rank1 = ranks["fit"]
+    tmp_path = ranks["out"] / "fit"
+    assert rank0["world"] == rank1["world"] == 2
+    assert _equal(rank0["weights"], rank1["weights"]) and rank0["loss"] == rank1["loss"]
+    losses = rank0["loss"]
+    assert len(losses) == 24 and sum(losses[-4:]) / 4 < sum(losses[:4]) / 4
+    # The checkpoint (rank 0 only) resumed under torchrun: the same run as the uninterrupted one.
+    assert _equal(rank0["resumed_weights"], rank0["weights"]) and rank0["resumed_loss"] == losses
+    # Rank 0 alone wrote the files; the saved model loads here, without torchrun.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["encoder.pt", "fit.ckpt", "fit_rank0.pt", "fit_rank1.pt"]
+    loaded = DiffAEEncoder.load(tmp_path / "encoder.pt", device="cpu")
+    assert loaded.n_steps_ == 24
+    rng = np.random.default_rng(0)
+    X = (rng.random((40, 8, 8, 1)) * 255).astype(np.uint8)
+    np.testing.assert_array_equal(loaded.transform(X[:4]), rank0["z"].numpy())
