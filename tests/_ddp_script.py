@@ -17,15 +17,6 @@ import torch
 from skcfx.diffusion import distributed
 
 
-def _images(n=48, size=8, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    coords = torch.arange(size, dtype=torch.float32)
-    centres = torch.rand(n, 2, generator=g) * (size - 1)
-    d2 = (coords[None, :, None] - centres[:, 0, None, None]) ** 2 + (
-        coords[None, None, :] - centres[:, 1, None, None]) ** 2
-    return (2 * torch.exp(-d2 / 4.0) - 1).unsqueeze(1)
-
-
 def _net():
     from skcfx.diffusion.checkpoints import create_net
 
@@ -38,9 +29,11 @@ def _net():
 def train(out):
     from skcfx.diffusion.training import load_train_checkpoint, train_diffae
 
+    from test_training import make_images  # this script's folder is on sys.path
+
     distributed.init_from_env(torch.device("cpu"))
     world = distributed.world()
-    images = _images()
+    images = make_images(n=48)
     run = dict(batch_size=8, learning_rate=1e-2, latent_dropout=0.2, device="cpu", random_flip=True)
     full = train_diffae(_net(), images, max_steps=30, generator=torch.Generator().manual_seed(1), **run)
     ckpt = out / "train.ckpt"

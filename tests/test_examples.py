@@ -31,3 +31,8 @@ def test_example_runs(name):
     np.testing.assert_allclose(e.cf_proba.sum(axis=2), 1.0, atol=1e-5)
     np.testing.assert_array_equal(e.target_class, 1 - e.original_proba.argmax(axis=1))  # binary tasks
     assert e.n_function_evals > 0
+
+
+def test_train_ddp_example_runs_in_one_process():
+    encoder = _load("train_ddp").main(["--quick"])
+    assert encoder.n_steps_ == 20 and encoder.loss_history_[-5:].mean() < encoder.loss_history_[:5].mean()
