@@ -26,9 +26,9 @@ import torch
 from einops import rearrange
 
 from ._images import _ALLOWED_CHANNELS, _check_array, _load_pil, check_image_size
-from .diffusion.data import BatchError
+from .diffusion.data import BatchError, default_num_workers
 
-__all__ = ["ImageSource", "as_image_source", "list_image_files", "iter_source_batches"]
+__all__ = ["ImageSource", "as_image_source", "list_image_files", "iter_source_batches", "loader_workers"]
 
 _CHUNK_BYTES = 64 * 2**20  # float arrays are range-checked this much at a time
 
@@ -340,6 +340,18 @@ def _check_fitted_shape(source, expected):
     if c != ec:
         raise ValueError(f"{source.name} images must have {ec} channel(s) (as fitted), got {c}.")
     source.image_shape = expected
+
+
+def loader_workers(source, num_workers="auto", world_size=1):
+    """DataLoader workers for reading ``source``: 'auto' decodes files and Datasets in parallel only.
+
+    Arrays and in-memory PIL images are indexed in the calling process (workers would only copy).
+    """
+    if num_workers != "auto":
+        return int(num_workers)
+    in_memory = isinstance(source, ArraySource) or (
+        isinstance(source, ListSource) and not any(isinstance(i, (str, os.PathLike)) for i in source.items))
+    return 0 if in_memory else default_num_workers(world_size)
 
 
 def iter_source_batches(source, batch_size, *, num_workers=0):

@@ -18,11 +18,10 @@ from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from ._encoder_io import EncoderPersistence
-from ._image_sources import ArraySource, ListSource, as_image_source, iter_source_batches
+from ._image_sources import as_image_source, iter_source_batches, loader_workers
 from ._images import iter_batches, to_numpy, to_tensor
 from ._validation import check_latents, make_generator, resolve_device, seed_from_random_state, seeded_torch
 from .diffusion import checkpoints, distributed, training
-from .diffusion.data import default_num_workers
 from .diffusion.model import DiffAE
 from .diffusion.nets import DiffAEConfig, DiffAENet
 from .diffusion.precision import PRECISIONS, resolve_precision
@@ -263,12 +262,7 @@ class DiffAEEncoder(EncoderPersistence, TransformerMixin, BaseEstimator):
             return DiffAENet(config)
 
     def _loader_workers(self, source):
-        """DataLoader workers for ``source``: 'auto' decodes files and Datasets in parallel only."""
-        if self.num_workers != "auto":
-            return int(self.num_workers)
-        in_memory = isinstance(source, ArraySource) or (
-            isinstance(source, ListSource) and not any(isinstance(i, (str, os.PathLike)) for i in source.items))
-        return 0 if in_memory else default_num_workers(distributed.world().size)
+        return loader_workers(source, self.num_workers, distributed.world().size)
 
     # ------------------------------------------------------------------ fitting
     def _check_fit_source(self, X):

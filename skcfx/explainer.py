@@ -15,7 +15,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
-from ._image_sources import as_image_source, iter_source_batches
+from ._image_sources import as_image_source, iter_source_batches, loader_workers
 from ._images import to_numpy, to_tensor
 from ._validation import make_generator, resolve_device, seed_from_random_state
 from .classifiers import TimmClassifier, as_proba_model
@@ -174,7 +174,8 @@ class CounterfactualExplainer(BaseEstimator):
     def _latents_and_predictions(self, source, encoder, proba_model):
         """One pass over ``source``: semantic latents and the classifier's predicted class index."""
         Z, pred = [], []
-        for _, images in iter_source_batches(source, encoder.inference_batch_size):
+        workers = loader_workers(source, encoder.num_workers)
+        for _, images in iter_source_batches(source, encoder.inference_batch_size, num_workers=workers):
             Z.append(encoder.model_.encode(to_tensor(images, encoder.device_)).cpu().numpy())
             pred.append(np.argmax(proba_model.predict_proba(images), axis=1))
         return np.concatenate(Z), np.concatenate(pred)
@@ -327,7 +328,8 @@ class CounterfactualExplainer(BaseEstimator):
         context = self._context(self.encoder_, self.direction_finder_, self.proba_model_, self.device_,
                                 self.classes_, generator)
         parts, nfe_total = [], 0.0
-        batches = iter_source_batches(source, self.batch_size)
+        batches = iter_source_batches(source, self.batch_size,
+                                      num_workers=loader_workers(source, self.encoder_.num_workers))
         n_batches = -(-len(source) // self.batch_size)
         for sl, images in tqdm(batches, total=n_batches, desc=f"explain ({self.method_.name})",
                                disable=not self.verbose):
