@@ -10,6 +10,10 @@ on ``--n-images`` images with ``--ddim-steps`` steps, after a warm-up batch. Rec
 the same briefly trained fp32 weights decoded in each precision, MSE against the fp32 result.
 
     python benchmarks/gpu_speed.py [--sizes 64 128] [--batch-size 64] [--train-steps 30]
+    python benchmarks/gpu_speed.py --dry-run     # the same code on the CPU, tiny network, no compile
+
+``--dry-run`` checks the script itself where there is no GPU: tiny sizes and network, fp32 and
+bf16 only, results to ``results/gpu_speed_dry_run.json`` (not the README's GPU figures).
 """
 
 import argparse
@@ -23,17 +27,34 @@ from _common import write_json
 VARIANTS = (("fp32", False), ("bf16", False), ("bf16", True))
 
 
+DEVICE = "cuda"
+ARCHITECTURE = "ffhq128"
+TINY = dict(model_channels=32, channel_mult=(1, 2), enc_channel_mult=(1, 2, 2), attention_resolutions=(8,),
+            embed_channels=32, latent_dim=16)
+
+
 def _sync():
-    torch.cuda.synchronize()
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+def _peak_gb():
+    return torch.cuda.max_memory_allocated() / 2**30 if DEVICE == "cuda" else float("nan")
+
+
+def _reset_peak():
+    if DEVICE == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
 
 
 def _encoder(size, precision, compile, args, **params):
     from skcfx import DiffAEEncoder
 
-    return DiffAEEncoder(architecture="ffhq128", image_size=size, precision=precision, compile=compile,
+    return DiffAEEncoder(architecture=ARCHITECTURE, image_size=size, precision=precision, compile=compile,
                          batch_size=args.batch_size, inference_batch_size=args.batch_size,
                          encode_steps=args.ddim_steps, decode_steps=args.ddim_steps, latent_dropout=0.0,
-                         learning_rate=1e-4, random_state=0, device="cuda", **params)
+                         learning_rate=1e-4, random_state=0, device=DEVICE, **params)
 
 
 def _timed(fn):
@@ -63,15 +84,14 @@ def _inference(encoder, X):
 
 
 def _variant(size, precision, compile, X, args):
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
+    _reset_peak()
     encoder = _encoder(size, precision, compile, args)
     row = {"image_size": size, "precision": precision, "compile": compile,
            "train_images_per_s": _train_images_per_s(encoder, X, args)}
-    row["train_peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
-    torch.cuda.reset_peak_memory_stats()
+    row["train_peak_gpu_memory_gb"] = _peak_gb()
+    _reset_peak()
     timings, images = _inference(encoder, X[: args.n_images])
-    row.update(timings, inference_peak_gpu_memory_gb=torch.cuda.max_memory_allocated() / 2**30)
+    row.update(timings, inference_peak_gpu_memory_gb=_peak_gb())
     return row, encoder, images
 
 
@@ -81,8 +101,10 @@ def _precision_error(size, X, args, reference_path):
 
     out, reference = {}, None
     for precision, compile in VARIANTS:
+        if compile and DEVICE != "cuda":
+            continue
         encoder = DiffAEEncoder.from_pretrained(reference_path, precision=precision, compile=compile,
-                                                device="cuda", encode_steps=args.ddim_steps,
+                                                device=DEVICE, encode_steps=args.ddim_steps,
                                                 decode_steps=args.ddim_steps)
         recon = encoder.reconstruct(X[: args.n_images])
         if reference is None:
@@ -100,14 +122,22 @@ def main():
     parser.add_argument("--n-images", type=int, default=256)
     parser.add_argument("--ddim-steps", type=int, default=20)
     parser.add_argument("--out", default="/tmp/skcfx_gpu_speed")
+    parser.add_argument("--dry-run", action="store_true", help="CPU, tiny network, no compile: checks the script")
     args = parser.parse_args()
-    if not torch.cuda.is_available():
-        raise SystemExit("gpu_speed.py needs a CUDA device; nothing was measured.")
+    global DEVICE, ARCHITECTURE
+    variants = VARIANTS
+    if args.dry_run:
+        DEVICE, ARCHITECTURE, variants = "cpu", TINY, VARIANTS[:2]
+        args.sizes, args.batch_size, args.warmup_steps, args.train_steps = [16], 8, 1, 2
+        args.n_images, args.ddim_steps = 16, 3
+        torch.set_num_threads(1)
+    elif not torch.cuda.is_available():
+        raise SystemExit("gpu_speed.py needs a CUDA device (or --dry-run); nothing was measured.")
     rng = np.random.default_rng(0)
     rows, errors = [], {}
     for size in args.sizes:
         X = (rng.random((max(args.n_images, 4 * args.batch_size), size, size, 3)) * 255).astype(np.uint8)
-        for precision, compile in VARIANTS:
+        for precision, compile in variants:
             row, encoder, _ = _variant(size, precision, compile, X, args)
             rows.append(row)
             print(row, flush=True)
@@ -115,11 +145,11 @@ def main():
                 path = encoder.save(f"{args.out}_{size}.pt")
         errors[size] = _precision_error(size, X, args, path)
         print(size, errors[size], flush=True)
-    write_json("gpu_speed", {
-        "settings": {k: v for k, v in vars(args).items() if k != "out"} | {"architecture": "ffhq128"},
+    write_json("gpu_speed_dry_run" if args.dry_run else "gpu_speed", {
+        "settings": {k: v for k, v in vars(args).items() if k != "out"} | {"architecture": ARCHITECTURE},
         "rows": rows,
         "reconstruction_mse_vs_fp32": errors,
-        "gpu": torch.cuda.get_device_name(),
+        "gpu": torch.cuda.get_device_name() if DEVICE == "cuda" else "none (dry run on the CPU)",
     })
 
 

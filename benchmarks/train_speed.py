@@ -64,6 +64,30 @@ def _inference_speed(size, n_images, n_steps=10):
     return timings
 
 
+def _precision_effect(n_images=200):
+    """bf16 vs fp32 inference of the cached 16 px digits DiffAE: reconstruction error and speed."""
+    from _common import CACHE, digits_split
+
+    from skcfx import DiffAEEncoder
+
+    path = CACHE / "encoder_digits16_5000.pt"
+    if not path.is_file():
+        return None
+    _, X_test, _, _ = digits_split()
+    X = X_test[:n_images]
+    rows, reference = [], None
+    for precision in ("fp32", "bf16"):
+        encoder = DiffAEEncoder.from_pretrained(path, device="cpu", precision=precision)
+        start = time.perf_counter()
+        recon = encoder.reconstruct(X)
+        seconds = time.perf_counter() - start
+        reference = recon if reference is None else reference
+        rows.append({"precision": precision, "reconstruction_mse": float(np.mean((2 * recon - 2 * X) ** 2)),
+                     "mse_to_fp32_reconstruction": float(np.mean((2 * recon - 2 * reference) ** 2)),
+                     "images_per_s": n_images / seconds})
+    return {"encoder": str(path.name), "n_images": n_images, "ddim_steps": "20 / 20", "rows": rows}
+
+
 def _ddp_speed(nproc, threads, size, batch_size, steps):
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
@@ -89,6 +113,8 @@ def main():
                **_inference_speed(size, n_images=256 if size <= 32 else 64)}
         rows.append(row)
         print(row, flush=True)
+    precision = _precision_effect()
+    print(precision, flush=True)
     ddp = []
     if not args.skip_ddp:
         for nproc, threads in ((1, 1), (1, 2), (2, 1)):
@@ -99,6 +125,7 @@ def main():
                      "ddp_image_size": args.ddp_size, "architecture": "auto (RGB), latent dropout 0.1"},
         "rows": rows,
         "ddp": ddp,
+        "bf16_inference_digits16": precision,
         "note": "2-core shared CPU, contended by other jobs: indicative seconds; DDP rows use gloo",
     })
 
