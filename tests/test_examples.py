@@ -16,6 +16,7 @@ def _load(name):
     return module
 
 
+@pytest.mark.slow  # each example trains small models end to end (~20 s)
 @pytest.mark.parametrize("name", ["pipeline_joblib", "timm_module", "image_folder"])
 def test_example_runs(name):
     e = _load(name).main(["--quick"])

@@ -366,3 +366,24 @@ def test_method_accepts_every_registered_name(task, fitted_tiny_encoder, pixel_c
         _REGISTRY.pop("identity-for-test", None)
     with pytest.raises(TypeError, match="CounterfactualMethod subclass"):
         register_method(int)
+
+
+def test_counterfactual_is_the_decode_of_the_reported_step(task, fitted_tiny_encoder, pixel_classifier):
+    # The values, not only the shapes: each counterfactual must be exactly the decode, with the
+    # query's own inverted noise, of its latent moved by the reported alpha along its mode's direction.
+    X, y, Xq, _ = task
+    ex = CounterfactualExplainer(encoder=fitted_tiny_encoder, classifier=pixel_classifier,
+                                 method=DifCluE(max_decodes=3, contrast="rest", decode_steps=None),
+                                 random_state=0).fit(X, y)
+    e = ex.explain(Xq[:4])
+    finder, enc = ex.direction_finder_, fitted_tiny_encoder
+    z = enc.transform(Xq[:4]).astype(np.float64)
+    noise = enc.encode_stochastic(Xq[:4])
+    d = z.shape[1]
+    for j in range(e.n_counterfactuals):
+        w = finder.directions_standardized_[e.mode_ids[:, j]]
+        zs = (z - finder.mean_) / finder.scale_ + e.alphas[:, j, None] * np.sqrt(d) * w
+        edited = (finder.mean_ + finder.scale_ * zs).astype(np.float32)
+        np.testing.assert_allclose(e.counterfactuals[:, j], enc.inverse_transform(edited, noise=noise), atol=2e-5)
+    assert np.all(e.alphas > 0)
+    assert np.abs(e.counterfactuals - e.images[:, None]).max() > 1e-2

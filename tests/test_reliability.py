@@ -552,6 +552,7 @@ def test_interrupted_checkpoint_write_during_fit_keeps_a_resumable_checkpoint(ti
 # 3. reproducibility
 
 
+@pytest.mark.slow
 def test_same_seed_same_encoder_everywhere(tiny_encoder_factory, task):
     X = task.X[:32]
     a = tiny_encoder_factory(max_steps=3).fit(X)
@@ -608,6 +609,7 @@ def _assert_same_explanations(a, b):
         np.testing.assert_array_equal(getattr(b, name), value, err_msg=name)
 
 
+@pytest.mark.slow
 def test_difclue_counterfactuals_are_reproducible(fitted_tiny_encoder, pixel_clf, task):
     # The finder is fitted inside (K-means seeded from the explainer's random_state).
     def run(global_seed):

@@ -94,9 +94,7 @@ class DifCluE(CounterfactualMethod):
         same ``C`` as the finder).
     n_source_modes : int, default=16
         Clusters of the other classes for ``contrast='source'``, capped so that a cluster holds
-        10 latents on average. On digits (eight negative digits, 100 queries per pair) 8, 12,
-        16, 24 and 32 clusters all gave a mean percent conversion within 0.88-0.90 (1/7) and
-        0.92-0.96 (0/6); 16 was at the top of both ranges.
+        10 latents on average.
 
     Attributes
     ----------
