@@ -10,13 +10,15 @@ from pathlib import Path
 
 import pytest
 import torch
-
 import torch.distributed as dist
 
 SCRIPT = Path(__file__).with_name("_ddp_script.py")
 
-pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
-                                reason="torch.distributed with gloo is not available")
+pytestmark = [
+    pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
+                       reason="torch.distributed with gloo is not available"),
+    pytest.mark.slow,  # one torchrun launch of two processes (~1 min on 2 busy cores)
+]
 
 
 @pytest.fixture(scope="module")
