@@ -212,3 +212,17 @@ def test_compile_reaches_torch_compile_in_training_and_inference(digits_uint8, t
     reference = tiny_encoder_factory(max_steps=2, batch_size=8).fit(X)
     np.testing.assert_allclose(Z, reference.transform(X[:4]), atol=1e-5)
     assert pickle.loads(pickle.dumps(encoder)).transform(X[:4]).shape == (4, 8)  # compiled form not pickled
+
+
+def test_a_published_checkpoint_clones_to_its_architecture():
+    import os
+    from pathlib import Path
+
+    root = Path(os.environ.get("SKCFX_REFERENCE_DIR", Path(__file__).resolve().parents[2] / "shared" / "reference"))
+    path = root / "diffae_tiny16" / "last.ckpt"
+    if not path.is_file():
+        pytest.skip(f"reference fixture not found at {path} (set SKCFX_REFERENCE_DIR)")
+    loaded = DiffAEEncoder.from_pretrained(path, device="cpu")
+    assert loaded.get_params()["latent_dropout"] == 0.0 and not loaded.config_.null_latent
+    rebuilt = clone(loaded)._build_config(loaded.image_shape_)
+    assert rebuilt == loaded.config_
