@@ -321,7 +321,9 @@ class AttentionBlock(nn.Module):
         height = x.shape[2]
         x = rearrange(x, "n c h w -> n c (h w)")
         qkv = self.qkv(self.norm(x))
-        q, k, v = rearrange(qkv, "n (heads three c) l -> three n heads l c", heads=self.num_heads, three=3)
+        # Channels last within each head (stride 1), which the fused GPU kernels require.
+        qkv = rearrange(qkv, "n c l -> n l c").contiguous()
+        q, k, v = rearrange(qkv, "n l (heads three c) -> three n heads l c", heads=self.num_heads, three=3)
         out = F.scaled_dot_product_attention(q, k, v)
         out = rearrange(out, "n heads l c -> n (heads c) l")
         return rearrange(x + self.proj_out(out), "n c (h w) -> n c h w", h=height)
