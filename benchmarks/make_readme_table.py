@@ -148,6 +148,9 @@ def gpu_speed_section(r):
              "| px | precision | compile | train img/s | encode img/s | invert img/s | decode img/s | train peak GB |",
              "|---|---|---|---|---|---|---|---|"]
     for row in r["rows"]:
+        if "error" in row:
+            lines.append(f"| {row['image_size']} | {row['precision']} | {row['compile']} | out of memory | | | | |")
+            continue
         lines.append(f"| {row['image_size']} | {row['precision']} | {row['compile']} | {row['train_images_per_s']:.0f} | "
                      f"{row['encode_images_per_s']:.0f} | {row['invert_images_per_s']:.1f} | "
                      f"{row['decode_images_per_s']:.1f} | {row['train_peak_gpu_memory_gb']:.1f} |")
