@@ -128,7 +128,8 @@ def train_speed_section(r):
     s = r["settings"]
     lines = [f"**Training and inference speed on this CPU** (`benchmarks/train_speed.py`; {_machine(r)}): "
              f"default RGB architectures, batch {s['batch_size']}, one torch thread; inference with "
-             f"{r['rows'][0]['ddim_steps']} DDIM steps.", "",
+             f"{r['rows'][0]['ddim_steps']} DDIM steps. The machine was shared with other jobs whose load "
+             "changed between runs: compare rows within one table, not across tables.", "",
              "| px | parameters | train img/s | encode img/s | invert img/s | decode img/s |", "|---|---|---|---|---|---|"]
     for row in r["rows"]:
         lines.append(f"| {row['image_size']} | {row['n_parameters'] / 1e6:.2f}M | {row['train_images_per_s']:.1f} | "
@@ -140,6 +141,13 @@ def train_speed_section(r):
         for row in r["ddp"]:
             lines.append(f"| {row['processes']} x {row['threads_per_process']} | {row['train_images_per_s']:.1f} | "
                          f"{row['s_per_step']:.2f} |")
+    bf16 = r.get("bf16_inference_digits16")
+    if bf16:
+        fp32, low = bf16["rows"]
+        lines += ["", f"bf16 autocast in inference (CPU autocast; the cached 16 px digits DiffAE, {bf16['n_images']} "
+                  f"held-out images, {bf16['ddim_steps']} DDIM steps): reconstruction MSE {low['reconstruction_mse']:.5f} "
+                  f"vs {fp32['reconstruction_mse']:.5f} in fp32, {low['mse_to_fp32_reconstruction']:.1e} between the "
+                  f"two reconstructions; {low['images_per_s']:.1f} vs {fp32['images_per_s']:.1f} img/s."]
     return lines
 
 
