@@ -26,6 +26,23 @@ from .modes import ModalDirectionFinder
 __all__ = ["CounterfactualExplainer"]
 
 
+def _seeded_clone(estimator, random_state):
+    """Clone ``estimator``; every ``random_state`` it leaves unset (nested ones too) gets a seed.
+
+    scikit-learn's ensembles seed their clones the same way. With an integer ``random_state`` on
+    the explainer, whatever it fits is then reproducible, even if the user's estimators were
+    given without a seed.
+    """
+    estimator = clone(estimator)
+    if random_state is None:
+        return estimator
+    unset = [key for key, value in estimator.get_params(deep=True).items()
+             if (key == "random_state" or key.endswith("__random_state")) and value is None]
+    if unset:
+        estimator.set_params(**{key: seed_from_random_state(random_state) for key in unset})
+    return estimator
+
+
 def _is_fitted(estimator):
     try:
         check_is_fitted(estimator)
@@ -69,7 +86,10 @@ class CounterfactualExplainer(BaseEstimator):
     device : {'auto', 'cpu', 'cuda', 'cuda:N'}, default='auto'
         Where explanations are computed; ``'auto'`` follows the encoder's device.
     random_state : int, RandomState instance or None, default=None
-        Seeds the encoder and finder fitted here and every random draw of :meth:`explain`.
+        Seeds every random draw of :meth:`explain` and every estimator fitted here (encoder,
+        direction finder, classifier, and estimators nested in them) whose own ``random_state``
+        is None, as scikit-learn's ensembles do with their clones; an int makes :meth:`fit` and
+        :meth:`explain` reproducible on the CPU. Estimators given with a ``random_state`` keep it.
     verbose : bool, default=False
         Progress bars.
 
@@ -141,9 +161,7 @@ class CounterfactualExplainer(BaseEstimator):
         encoder = self.encoder if self.encoder is not None else DiffAEEncoder(random_state=self.random_state)
         if _is_fitted(encoder):
             return encoder
-        encoder = clone(encoder)
-        if encoder.random_state is None and self.random_state is not None:
-            encoder.set_params(random_state=self.random_state)
+        encoder = _seeded_clone(encoder, self.random_state)
         if self.verbose and not encoder.verbose:
             encoder.set_params(verbose=True)
         return encoder.fit(X)
@@ -159,10 +177,11 @@ class CounterfactualExplainer(BaseEstimator):
             return clf
         if _is_fitted(clf):
             return clf
+        clf = _seeded_clone(clf, self.random_state)
         if isinstance(clf, TimmClassifier):
-            return clone(clf).fit(X, y)
+            return clf.fit(X, y)
         # Other scikit-learn classifiers see flattened pixels (the adapter's convention).
-        return clone(clf).fit(X.reshape(X.shape[0], -1), y)
+        return clf.fit(X.reshape(X.shape[0], -1), y)
 
     def _fit_finder(self, Z, labels):
         finder = self.direction_finder
@@ -175,7 +194,7 @@ class CounterfactualExplainer(BaseEstimator):
                     f"but the encoder produces {Z.shape[1]}."
                 )
             return finder
-        return clone(finder).fit(Z, labels)
+        return _seeded_clone(finder, self.random_state).fit(Z, labels)
 
     def fit(self, X, y):
         """Fit what is not fitted yet: encoder, classifier, direction finder, method.
