@@ -2,7 +2,7 @@
 
 import numpy as np
 
-__all__ = ["ModeSummary", "mode_letter", "mode_content"]
+__all__ = ["ModeSummary", "mode_letter", "mode_content", "describe_content"]
 
 
 class ModeSummary(list):
@@ -61,3 +61,14 @@ def mode_content(mode_of_sample, n_modes, fine_labels, names):
         parts = sorted(parts, key=lambda part: -part[1])  # stable: ties keep label order
         content.append([(_display(names, label), share) for label, share in parts])
     return content
+
+
+def describe_content(parts, n_shown=1):
+    """'mostly digit 1 (94%)' when the top label holds at least half of the mode, else
+    'mixed: digit 0 (20%), digit 3 (20%)'; ``n_shown`` labels (at least two when mixed)."""
+    if not parts:
+        return ""
+    mostly = parts[0][1] >= 0.5
+    shown = parts[: max(n_shown, 1 if mostly else 2)]
+    listed = ", ".join(f"{label} ({share:.0%})" for label, share in shown)
+    return f"mostly {listed}" if mostly else f"mixed: {listed}"

@@ -25,7 +25,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, validate_data
 
-from ._mode_summary import ModeSummary, mode_content, mode_letter
+from ._mode_summary import ModeSummary, describe_content, mode_content, mode_letter
 
 __all__ = ["ModalDirectionFinder", "ModeSummary"]
 
@@ -595,6 +595,7 @@ class ModalDirectionFinder(TransformerMixin, BaseEstimator):
             ``'class'``, ``'index'``, ``'size'``, ``'share_of_class'``, ``'content'``: (label,
             share) pairs, most common first); ``print`` shows one line per mode, e.g.
             ``mode A (class 1, 613 latents, 51% of the class): mostly digit 1 (94%), digit 7 (6%)``.
+            A mode is "mostly" its top label when that holds at least half of it, else "mixed".
 
         Examples
         --------
@@ -612,11 +613,10 @@ class ModalDirectionFinder(TransformerMixin, BaseEstimator):
         for mode, parts in zip(self.modes_, content):
             letter = mode_letter(mode["mode"])
             share = mode["size"] / max(class_sizes[mode["class"]], 1)
-            name = (f"mode {letter}: mostly {parts[0][0]} ({parts[0][1]:.0%})" if parts
-                    else f"mode {letter}: class {mode['class']}, {share:.0%} of it")
             head = f"mode {letter} (class {mode['class']}, {mode['size']} latents, {share:.0%} of the class)"
-            tail = ", ".join(f"{label} ({frac:.0%})" for label, frac in parts[:3])
+            what = describe_content(parts)
+            name = f"mode {letter}: {what}" if parts else f"mode {letter}: class {mode['class']}, {share:.0%} of it"
             summary.append({**mode, "letter": letter, "name": name, "share_of_class": share, "content": parts,
-                            "summary": f"{head}: mostly {tail}" if parts else head})
+                            "summary": f"{head}: {describe_content(parts, 3)}" if parts else head})
         return summary
 
