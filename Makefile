@@ -1,5 +1,6 @@
 # Two commands do everything on a fresh machine:
-#   make demo   - build .venv, then run the main job (writes demo_output/)
+#   make demo   - build .venv, then run the main job (writes demo_output/index.html);
+#                 make demo ARGS=--train also trains the diffusion autoencoder (~20-30 min)
 #   make test   - build .venv, then run the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -19,7 +20,7 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	OMP_NUM_THREADS=1 $(PY) examples/demo.py --output demo_output
+	OMP_NUM_THREADS=1 $(PY) examples/demo.py --output demo_output $(ARGS)
 
 # Tiny test models run fastest on one thread (no OpenMP contention on small CPUs).
 test: $(STAMP)

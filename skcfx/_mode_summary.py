@@ -2,7 +2,7 @@
 
 import numpy as np
 
-__all__ = ["ModeSummary", "mode_letter", "mode_content", "describe_content"]
+__all__ = ["ModeSummary", "mode_letter", "mode_content", "describe_content", "display_name"]
 
 
 class ModeSummary(list):
@@ -31,7 +31,8 @@ def _shares(columns, rows):
     return [(value, count / rows.size) for value, count in zip(values.tolist(), counts.tolist())]
 
 
-def _display(names, label):
+def display_name(names, label):
+    """``names`` applied to ``label``: a dict lookup, a function, or ``str`` when None."""
     if names is None:
         return str(label)
     if callable(names):
@@ -59,7 +60,7 @@ def mode_content(mode_of_sample, n_modes, fine_labels, names):
         rows = np.flatnonzero(mode_of_sample == mode)
         parts = _shares(columns, rows) if rows.size else []
         parts = sorted(parts, key=lambda part: -part[1])  # stable: ties keep label order
-        content.append([(_display(names, label), share) for label, share in parts])
+        content.append([(display_name(names, label), share) for label, share in parts])
     return content
 
 

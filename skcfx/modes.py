@@ -25,7 +25,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, validate_data
 
-from ._mode_summary import ModeSummary, describe_content, mode_content, mode_letter
+from ._mode_summary import ModeSummary, describe_content, display_name, mode_content, mode_letter
 
 __all__ = ["ModalDirectionFinder", "ModeSummary"]
 
@@ -574,7 +574,7 @@ class ModalDirectionFinder(TransformerMixin, BaseEstimator):
         names = [f"mode_{c}_{j}" for c, j in zip(self.mode_class_, self.mode_index_)]
         return np.asarray(names, dtype=object)
 
-    def describe_modes(self, fine_labels=None, names=None):
+    def describe_modes(self, fine_labels=None, names=None, class_names=None):
         """Name every mode after what it holds: its class, size and, given finer labels, content.
 
         Parameters
@@ -587,6 +587,8 @@ class ModalDirectionFinder(TransformerMixin, BaseEstimator):
         names : dict or callable, default=None
             Display name of a fine label or attribute (a dict lookup or a function, e.g.
             ``lambda d: f"digit {d}"``); default ``str(label)``.
+        class_names : dict or callable, default=None
+            Display name of a class label, the same way; default ``str(label)``.
 
         Returns
         -------
@@ -611,11 +613,11 @@ class ModalDirectionFinder(TransformerMixin, BaseEstimator):
         class_sizes = {c: int(np.sum(self.mode_size_[self.mode_class_ == c])) for c in self.classes_.tolist()}
         summary = ModeSummary()
         for mode, parts in zip(self.modes_, content):
-            letter = mode_letter(mode["mode"])
+            letter, label = mode_letter(mode["mode"]), display_name(class_names, mode["class"])
             share = mode["size"] / max(class_sizes[mode["class"]], 1)
-            head = f"mode {letter} (class {mode['class']}, {mode['size']} latents, {share:.0%} of the class)"
+            head = f"mode {letter} (class {label}, {mode['size']} latents, {share:.0%} of the class)"
             what = describe_content(parts)
-            name = f"mode {letter}: {what}" if parts else f"mode {letter}: class {mode['class']}, {share:.0%} of it"
+            name = f"mode {letter}: {what}" if parts else f"mode {letter}: class {label}, {share:.0%} of it"
             summary.append({**mode, "letter": letter, "name": name, "share_of_class": share, "content": parts,
                             "summary": f"{head}: {describe_content(parts, 3)}" if parts else head})
         return summary

@@ -16,7 +16,12 @@ def _load(name):
 
 
 @pytest.mark.parametrize("name", ["pipeline_joblib", "timm_module", "image_folder"])
-def test_example_runs(name):
-    explanation = _load(name).main(["--quick"])
+def test_example_runs(name, tmp_path, capsys):
+    argv = ["--quick"] + (["--output", str(tmp_path)] if name == "image_folder" else [])
+    explanation = _load(name).main(argv)
     assert explanation.counterfactuals.shape[:2] == (4, explanation.n_counterfactuals)
     assert explanation.success.shape == (4, explanation.n_counterfactuals)
+    if name == "image_folder":  # it says where it wrote, and wrote there
+        out = capsys.readouterr().out
+        for written in ("images", "counterfactuals.png", "report.html"):
+            assert (tmp_path / written).exists() and str((tmp_path / written).resolve()) in out

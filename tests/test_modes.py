@@ -244,6 +244,7 @@ def test_describe_modes_names_each_mode_after_its_fine_labels():
     assert str(summary).splitlines()[1] == "mode B (class 1, 40 latents, 40% of the class): mostly digit 7 (100%)"
     # without fine labels: class and share only; with attributes: the most frequent one
     assert finder.describe_modes()[1]["name"] == "mode B: class 1, 40% of it"
+    assert finder.describe_modes(class_names={1: "1 or 7"})[1]["name"] == "mode B: class 1 or 7, 40% of it"
     attrs = {"wide": digit == 1, "tall": digit != 0}
     assert finder.describe_modes(attrs)[1]["content"] == [("tall", 1.0), ("wide", 0.0)]
     with pytest.raises(ValueError, match="fine_labels"):

@@ -51,6 +51,15 @@ METRIC_MEANINGS = {
 }
 
 
+# How the metrics table names the metrics it knows (others: the key with spaces).
+_METRIC_LABELS = {
+    "percent_conversion": "percent conversion", "mode_recovery": "mode recovery",
+    "classifier_test_accuracy": "classifier test accuracy", "reconstruction_mse_pm1": "DiffAE reconstruction MSE",
+    "diffae_training_steps": "DiffAE training steps", "diffae_fit_time_s": "DiffAE training time (s)",
+    "total_time_s": "total time (s)", "n_queries": "queries",
+}
+
+
 def _check_path(path):
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or path-like, got {type(path).__name__}.")
@@ -68,12 +77,12 @@ def _class_names(e, class_names):
     return [str(c) for c in class_names]
 
 
-def _modes(e, explainer, fine_labels, label_names):
+def _modes(e, explainer, fine_labels, label_names, class_names):
     """Name of every mode id in the explanation and the summary lines of the finder's modes."""
     finder = getattr(explainer, "direction_finder_", None) if explainer is not None else None
     if finder is None:
         return {int(m): f"mode {mode_letter(int(m))}" for m in np.unique(e.mode_ids) if m >= 0}, []
-    summary = finder.describe_modes(fine_labels, label_names)
+    summary = finder.describe_modes(fine_labels, label_names, dict(zip(e.classes.tolist(), class_names)))
     return {m["mode"]: m["name"] for m in summary}, summary
 
 
@@ -169,7 +178,7 @@ def _metric_rows(e, slot_names, metrics):
             rows.append((key.replace("_", " "), e.info[key], METRIC_MEANINGS[key]))
     for key, value in (metrics or {}).items():
         value, meaning = value if isinstance(value, tuple) else (value, METRIC_MEANINGS.get(key, ""))
-        rows.append((key.replace("_", " "), value, meaning))
+        rows.append((_METRIC_LABELS.get(key, key.replace("_", " ")), value, meaning))
     return rows
 
 
@@ -244,7 +253,7 @@ def save_report(path, explanation, explainer=None, *, X=None, fine_labels=None, 
                         (image_size, "image_size")):
         check_positive_int(value, name)
     e, names = explanation, _class_names(explanation, class_names)
-    slot_names, summary = _modes(e, explainer, fine_labels, label_names)
+    slot_names, summary = _modes(e, explainer, fine_labels, label_names, names)
     limit = diff_limit(e.images, e.counterfactuals, e.cf_target_class >= 0)
     n_pages = max(1, -(-e.n_queries // queries_per_page))
     page_files = [path.name] + [f"{path.stem}-queries-{n + 1}.html" for n in range(1, n_pages)]
