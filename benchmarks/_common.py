@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -11,7 +15,6 @@ from sklearn.model_selection import train_test_split
 
 from skcfx import DiffAEEncoder
 from skcfx.datasets import load_digits_images
-from skcfx.protocols import machine_info
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -52,6 +55,35 @@ def cached_encoder(X_train, name="digits16", verbose=True, **overrides):
     if cached:
         encoder.set_params(**{k: v for k, v in params.items() if k in ("encode_steps", "decode_steps")})
     return encoder, {"cached": cached, "path": str(path), "fit_time_s": encoder.fit_time_s_}
+
+
+def machine_info():
+    """Machine, versions, thread settings and the code's commit, for benchmark JSON files."""
+    import sklearn
+    import timm
+    import torch
+
+    import skcfx
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=HERE,
+                                    capture_output=True, text=True, check=True).stdout.strip())
+    except (OSError, subprocess.CalledProcessError):
+        commit, dirty = None, None
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "versions": {"skcfx": skcfx.__version__, "torch": torch.__version__, "timm": timm.__version__,
+                     "sklearn": sklearn.__version__, "numpy": np.__version__},
+        "commit": commit,
+        "uncommitted_changes": dirty,
+    }
 
 
 def write_json(name, payload):

@@ -11,7 +11,8 @@ CounterfactualExplainer
 
 Subpackages: :mod:`skcfx.classifiers` (TimmClassifier and adapters), :mod:`skcfx.datasets`,
 :mod:`skcfx.metrics`, :mod:`skcfx.methods`, :mod:`skcfx.diffusion` (networks and samplers),
-:mod:`skcfx.protocols` (the papers' evaluation protocols).
+:mod:`skcfx.protocols` (the papers' evaluation protocols), :mod:`skcfx.report` (the HTML report),
+:mod:`skcfx.pretrained` (shipped weights); the command line is :mod:`skcfx.cli` (``python -m skcfx``).
 """
 
 __version__ = "0.1.0"
@@ -28,3 +29,18 @@ __all__ = [
     "ModalDirectionFinder",
     "__version__",
 ]
+
+# Subpackages load on first use (``import skcfx; skcfx.metrics.flip_rate(...)``), as in scikit-learn.
+_SUBMODULES = ("classifiers", "datasets", "diffusion", "methods", "metrics", "pretrained", "protocols", "report")
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'skcfx' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_SUBMODULES))

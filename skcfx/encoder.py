@@ -20,15 +20,15 @@ from tqdm.auto import tqdm
 from . import __version__
 from ._images import check_images, iter_batches, to_numpy, to_tensor
 from ._validation import check_latents, make_generator, resolve_device, seed_from_random_state, seeded_torch
-from .diffusion import checkpoints, sampling, training
+from .diffusion import checkpoints, training
+from .diffusion.model import DiffAE
 from .diffusion.nets import DiffAENet
-from .diffusion.schedule import Schedule
 
 __all__ = ["DiffAEEncoder"]
 
 
 def _is_fitted(estimator):
-    return hasattr(estimator, "net_")
+    return hasattr(estimator, "model_")
 
 
 def _nchw_to_nhwc(x):
@@ -111,8 +111,11 @@ class DiffAEEncoder(TransformerMixin, BaseEstimator):
 
     Attributes
     ----------
+    model_ : skcfx.diffusion.DiffAE
+        The trained diffusion autoencoder on tensors (EMA weights): what counterfactual methods
+        use (encode / invert / decode / denoiser).
     net_ : DiffAENet
-        The trained network (EMA weights), in eval mode.
+        Its network (``model_.net``), in eval mode.
     config_ : DiffAEConfig
         Its architecture.
     image_shape_ : tuple of int
@@ -300,7 +303,7 @@ class DiffAEEncoder(TransformerMixin, BaseEstimator):
         inference_net = copy.deepcopy(net)
         if state.ema_weights is not None:
             inference_net.load_state_dict(state.ema_weights)
-        self.net_ = inference_net.to(device).eval()
+        self.model_ = DiffAE(inference_net, device=device)
         self._train_net_ = net
         self.train_state_ = state
         self.config_ = net.config
@@ -311,42 +314,15 @@ class DiffAEEncoder(TransformerMixin, BaseEstimator):
         self.fit_time_s_ = float(elapsed)
 
     def __sklearn_is_fitted__(self):
-        return hasattr(self, "net_")
+        return hasattr(self, "model_")
 
-    # ------------------------------------------------------------------ private tensor twins
-    # No input validation below: callers pass (n, C, H, W) tensors in [-1, 1] on ``device_``.
-    def _eps_model(self):
-        return sampling.CountingDenoiser(self.net_)
-
-    def _schedule(self, n_steps):
-        return Schedule.linear(T=self.config_.T, n_steps=n_steps)
-
-    @torch.no_grad()
-    def _encode_tensor(self, x_0):
-        """Semantic latents of a batch; returns ``(z, 0)`` (the encoder is not a denoiser call)."""
-        return self.net_.encode(x_0), 0
-
-    def _invert_tensor(self, x_0, z, n_steps=None):
-        """DDIM inversion; returns ``(x_T, denoiser evaluations summed over images)``."""
-        model = self._eps_model()
-        x_T = sampling.invert_ddim(model, x_0, self._schedule(n_steps or self.encode_steps), extra_args={"cond": z})
-        return x_T, model.n_samples
-
-    def _decode_tensor(self, z, x_T, n_steps=None, guidance_scale=0.0):
-        """DDIM decoding; returns ``(x_0, denoiser evaluations summed over images)``.
-
-        ``guidance_scale > 0`` applies classifier-free guidance on ``z`` against the learned
-        null latent (needs ``latent_dropout > 0`` at training); it doubles the evaluations.
-        """
-        counting = self._eps_model()
-        model = counting
-        if guidance_scale > 0:
-            if not self.config_.null_latent:
-                raise ValueError("guidance_scale > 0 needs a network trained with latent_dropout > 0 "
-                                 "(it has no null latent to guide against).")
-            model = sampling.LatentGuidedDenoiser(counting, self.net_.null_cond, guidance_scale)
-        x_0 = sampling.sample_ddim(model, x_T, self._schedule(n_steps or self.decode_steps), extra_args={"cond": z})
-        return x_0.clamp(-1, 1), counting.n_samples
+    @property
+    def net_(self):
+        """The trained network (EMA weights) inside :attr:`model_`."""
+        try:
+            return self.model_.net
+        except AttributeError:
+            raise AttributeError("'DiffAEEncoder' object has no attribute 'net_' (not fitted)") from None
 
     # ------------------------------------------------------------------ public API
     def _validated(self, X):
@@ -377,8 +353,7 @@ class DiffAEEncoder(TransformerMixin, BaseEstimator):
         images = self._validated(X)
 
         def encode(batch):
-            z, _ = self._encode_tensor(to_tensor(batch, self.device_))
-            return z.float().cpu().numpy()
+            return self.model_.encode(to_tensor(batch, self.device_)).cpu().numpy()
 
         return self._batched([images], encode, "encode")
 
@@ -402,7 +377,8 @@ class DiffAEEncoder(TransformerMixin, BaseEstimator):
             raise ValueError(f"Z has {Z.shape[0]} rows but X has {images.shape[0]} images.")
 
         def invert(batch, z):
-            x_T, _ = self._invert_tensor(to_tensor(batch, self.device_), torch.from_numpy(z).to(self.device_))
+            x_T = self.model_.invert(to_tensor(batch, self.device_), torch.from_numpy(z).to(self.device_),
+                                     self.encode_steps)
             return _nchw_to_nhwc(x_T)
 
         return self._batched([images, Z], invert, "invert")
@@ -432,8 +408,7 @@ class DiffAEEncoder(TransformerMixin, BaseEstimator):
 
         def decode(z, x_T):
             x_T = torch.from_numpy(np.ascontiguousarray(np.moveaxis(x_T, -1, 1))).to(self.device_)
-            x_0, _ = self._decode_tensor(torch.from_numpy(z).to(self.device_), x_T)
-            return to_numpy(x_0)
+            return to_numpy(self.model_.decode(torch.from_numpy(z).to(self.device_), x_T, self.decode_steps))
 
         return self._batched([Z, noise], decode, "decode")
 
@@ -561,10 +536,12 @@ class DiffAEEncoder(TransformerMixin, BaseEstimator):
     def __getstate__(self):
         # Networks travel on the CPU so a model fitted on a GPU unpickles anywhere (skorch style).
         state = self.__dict__.copy()
-        for key in ("net_", "_train_net_"):
-            net = state.get(key)
-            if net is not None and next(net.parameters()).device.type != "cpu":
-                state[key] = copy.deepcopy(net).cpu()
+        model = state.get("model_")
+        if model is not None and model.device.type != "cpu":
+            state["model_"] = copy.deepcopy(model).to("cpu")
+        net = state.get("_train_net_")
+        if net is not None and next(net.parameters()).device.type != "cpu":
+            state["_train_net_"] = copy.deepcopy(net).cpu()
         if "device_" in state:
             state["device_"] = str(state["device_"])
         return state
@@ -580,8 +557,8 @@ class DiffAEEncoder(TransformerMixin, BaseEstimator):
                 )
                 device = torch.device("cpu")
             state["device_"] = device
-            if state.get("net_") is not None:
-                state["net_"] = state["net_"].to(device)
+            if state.get("model_") is not None:
+                state["model_"].to(device)
         self.__dict__.update(state)
 
 

@@ -74,9 +74,12 @@ class CounterfactualExplainer(BaseEstimator):
         logits for ``(n, C, H, W)`` images in [-1, 1] (any timm model), or a callable mapping
         ``(n, H, W, C)`` images in [0, 1] to probabilities. An unfitted TimmClassifier or
         scikit-learn classifier is cloned and fitted on ``(X, y)`` in :meth:`fit`.
-    method : {'difclue', 'dime', 'fastdime'} or CounterfactualMethod, default='difclue'
-        How counterfactuals are made; pass e.g. ``DifCluE(alpha=0.5)`` or ``DiME(n_samples=3)``
-        to set a method's options (also reachable as ``method__alpha`` in ``set_params``).
+    method : str or CounterfactualMethod, default='difclue'
+        How counterfactuals are made: a registered name (``'difclue'``, ``'dime'``,
+        ``'fastdime'``, or any method added with :func:`skcfx.methods.register_method`; see
+        :func:`skcfx.methods.list_methods`), or a method object such as ``DifCluE(alpha=0.5)``
+        or ``DiME(n_samples=3)`` to set its options (also reachable as ``method__alpha`` in
+        ``set_params``).
     mode_labels : {'labels', 'classifier'}, default='labels'
         Which labels define the modes of each class: the dataset labels ``y`` (as in the DifCluE
         paper) or the explained classifier's own predictions on ``X`` (modes of what the
@@ -125,7 +128,8 @@ class CounterfactualExplainer(BaseEstimator):
         "encoder": [DiffAEEncoder, None],
         "direction_finder": [ModalDirectionFinder, None],
         "classifier": "no_validation",
-        "method": [StrOptions({"difclue", "dime", "fastdime"}), CounterfactualMethod],
+        # Any registered name (skcfx.methods.list_methods()); create_method validates it.
+        "method": [str, CounterfactualMethod],
         "mode_labels": [StrOptions({"labels", "classifier"})],
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
         "device": [str, torch.device],
@@ -229,7 +233,7 @@ class CounterfactualExplainer(BaseEstimator):
         if device != encoder.device_:
             # Work on a copy so the user's fitted encoder stays where it is.
             encoder = copy.deepcopy(encoder)
-            encoder.net_.to(device)
+            encoder.model_.to(device)
             encoder.device_ = device
         proba_model = as_proba_model(classifier, image_shape=images.shape[1:], device=device)
         classes = np.asarray(proba_model.classes_)
@@ -255,7 +259,9 @@ class CounterfactualExplainer(BaseEstimator):
 
     def _context(self, encoder, finder, proba_model, device, classes, generator=None):
         return ExplainContext(
-            encoder=encoder,
+            model=encoder.model_,
+            encode_steps=int(encoder.encode_steps),
+            decode_steps=int(encoder.decode_steps),
             direction_finder=finder,
             proba_model=proba_model,
             device=device,

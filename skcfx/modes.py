@@ -11,6 +11,7 @@ directions. It only needs latents and class labels, so the number of modes can b
 retraining the autoencoder.
 """
 
+import warnings
 from contextlib import contextmanager
 from numbers import Integral, Real
 
@@ -201,7 +202,8 @@ class ModalDirectionFinder(TransformerMixin, BaseEstimator):
     Parameters
     ----------
     n_modes : int or 'auto', default=2
-        Number of modes per class. An int is capped by the number of distinct latents of the class.
+        Number of modes per class. An int is capped by the number of distinct latents of the
+        class, with a ``UserWarning`` saying so.
         ``'auto'`` chooses between 1 and ``max_modes`` modes per class (see Notes).
     max_modes : int, default=5
         Largest number of modes ``'auto'`` may choose. Ignored when ``n_modes`` is an int.
@@ -212,9 +214,7 @@ class ModalDirectionFinder(TransformerMixin, BaseEstimator):
     C : float, default=1e-3
         Inverse regularisation strength of each mode's logistic regression. Strong regularisation
         (small C) turns the weight towards the mode-versus-rest mean difference, a direction that
-        stays on the data: on 16 px digits (1/7 vs rest, 32-d latents) the share of negatives whose
-        counterfactual an oracle reads as the mode's digit rose from 0.40 / 0.30 (C=1) to
-        0.87 / 0.53 (C=1e-3) at the same step, and cos(w, mode centre) from 0.5 to 0.97.
+        stays on the data rather than one that exploits a few latent dimensions.
     classes : array-like or None, default=None
         Classes that get modes (the possible targets of counterfactuals). None means every class
         seen in ``fit``. Points of the other classes still serve as negatives.
@@ -453,6 +453,14 @@ class ModalDirectionFinder(TransformerMixin, BaseEstimator):
             n_modes = report["n_modes"]
         else:
             n_modes = min(self.n_modes, _n_distinct_rows(X))
+            if n_modes < self.n_modes:
+                # K-means cannot find more clusters than distinct points; say so rather than
+                # silently handing back fewer modes than asked (KMeans itself would raise).
+                warnings.warn(
+                    f"class {self.classes_.tolist()[class_index]!r} has only {n_modes} distinct "
+                    f"latent(s), so it gets {n_modes} mode(s) instead of n_modes={self.n_modes}.",
+                    UserWarning, stacklevel=5,  # the caller of fit
+                )
         return _kmeans(X, n_modes, self.n_init, rng.randint(_SEED_MAX))
 
     def _set_mode_attributes(self, rows, mean, scale, labels):

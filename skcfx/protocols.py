@@ -8,14 +8,11 @@ to an independent oracle ("percent conversion").
 
 from __future__ import annotations
 
-import platform
-import sys
-
 import numpy as np
 
 from .metrics import mode_recovery, proximity
 
-__all__ = ["mixed_class_labels", "mode_subclasses", "evaluate_mode_conversion", "machine_info"]
+__all__ = ["mixed_class_labels", "mode_subclasses", "evaluate_mode_conversion"]
 
 
 def mixed_class_labels(y, positive):
@@ -116,28 +113,6 @@ def evaluate_mode_conversion(explanation, oracle_predict, mode_to_subclass):
         "n_function_evals": float(explanation.n_function_evals),
         "seconds_per_counterfactual": float(explanation.wall_time_s / max(n_cf, 1)),
         "mean_alpha": float(np.nanmean(explanation.alphas)) if np.isfinite(explanation.alphas).any() else float("nan"),
-    }
-
-
-def machine_info():
-    """Machine, versions and thread settings, for benchmark JSON files."""
-    import os
-
-    import sklearn
-    import timm
-    import torch
-
-    from . import __version__
-
-    return {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "versions": {"skcfx": __version__, "torch": torch.__version__, "timm": timm.__version__,
-                     "sklearn": sklearn.__version__, "numpy": np.__version__},
     }
 
 

@@ -8,6 +8,7 @@ import torch
 from skcfx.diffusion.sampling import (
     CountingDenoiser,
     LatentGuidedDenoiser,
+    NFECounter,
     ddim_step,
     invert_ddim,
     predict_eps,
@@ -15,6 +16,7 @@ from skcfx.diffusion.sampling import (
     q_sample,
     sample_ddim,
     sample_ddpm,
+    sample_guided,
 )
 from skcfx.diffusion.schedule import Schedule, alpha_bar, linear_betas, respace_timesteps
 
@@ -310,3 +312,92 @@ def test_latent_guidance_extrapolates_from_the_null_latent_in_one_call():
     assert counting.n_samples == 3
     with pytest.raises(ValueError, match="scale"):
         LatentGuidedDenoiser(model, lambda n: None, scale=-1.0)
+
+
+# ---------------------------------------------------------------------------
+# The guided sampler (DiME / FastDiME)
+
+def _posterior_mean(x0, x_t, s, i):
+    """Textbook DDPM posterior mean (Ho et al. 2020, eq. 7), written independently of ddim_step."""
+    ab, ab_prev = s.alpha_bar[i].item(), s.alpha_bar_prev[i].item()
+    beta = 1 - ab / ab_prev
+    return (math.sqrt(ab_prev) * beta / (1 - ab)) * x0 + (math.sqrt(1 - beta) * (1 - ab_prev) / (1 - ab)) * x_t
+
+
+@pytest.mark.parametrize("scale_by_alpha", [True, False])
+def test_one_guided_step_follows_the_published_formula(scale_by_alpha):
+    # z_{i-1} = mu(z_i) - Sigma_i * g / sqrt(alpha_bar_i) + sqrt(Sigma_i) * noise   (DiME, Alg. 1)
+    s = Schedule.linear(1000, 20)
+    i = 9
+    x_t = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    eps = 0.3 * torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    g = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(2))
+    steps = []
+    sample_guided(_constant_denoiser(eps), x_t, s, i, grad_fn=lambda x_hat: g,
+                  generator=torch.Generator().manual_seed(5), scale_by_alpha=scale_by_alpha,
+                  callback=lambda info: steps.append(info["x"].clone()))
+    ab = s.alpha_bar[i].item()
+    x0 = ((x_t - math.sqrt(1 - ab) * eps) / math.sqrt(ab)).clamp(-1, 1)
+    variance = s.posterior_variance[i].item()
+    noise = torch.randn(x_t.shape, generator=torch.Generator().manual_seed(5))
+    shift = variance * g / (math.sqrt(ab) if scale_by_alpha else 1.0)
+    expected = _posterior_mean(x0, x_t, s, i) - shift + math.sqrt(variance) * noise
+    torch.testing.assert_close(steps[0], expected, rtol=1e-5, atol=1e-5)
+    assert len(steps) == i + 1
+    # the guidance moved the step, by exactly the shift
+    unguided = _posterior_mean(x0, x_t, s, i) + math.sqrt(variance) * noise
+    assert (steps[0] - unguided).abs().max() > 1e-3
+
+
+def test_guided_sampler_clean_estimates_and_their_cost():
+    s = Schedule.linear(1000, 20)
+    x = torch.zeros(1, 1, 2, 2)
+    seen = []
+
+    def grad_fn(x_hat):
+        seen.append(x_hat.clone())
+        return torch.zeros_like(x_hat)
+
+    one_step = CountingDenoiser(lambda x_t, t: 0.1 * x_t)
+    sample_guided(one_step, x, s, 5, grad_fn=grad_fn, generator=torch.Generator().manual_seed(0))
+    assert one_step.n_calls == 6  # one call per step
+    rollout = CountingDenoiser(lambda x_t, t: 0.1 * x_t)
+    query = torch.full((1, 1, 2, 2), 0.25)
+    seen.clear()
+    sample_guided(rollout, x, s, 5, grad_fn=grad_fn, clean_estimate="rollout", x_hat=query,
+                  generator=torch.Generator().manual_seed(0))
+    assert rollout.n_calls == 6 + (5 + 4 + 3 + 2 + 1)  # DiME: tau (tau + 1) / 2 with tau = 6
+    torch.testing.assert_close(seen[0], query)  # the first estimate is the one given
+    with pytest.raises(ValueError, match="x_hat"):
+        sample_guided(rollout, x, s, 5, grad_fn=grad_fn, clean_estimate="rollout",
+                      generator=torch.Generator())
+    with pytest.raises(ValueError, match="clean_estimate"):
+        sample_guided(rollout, x, s, 5, grad_fn=grad_fn, clean_estimate="exact", generator=torch.Generator())
+
+
+def test_guided_sampler_mask_keeps_the_reference_and_gradients_reach_it():
+    s = Schedule.linear(1000, 10)
+    reference = torch.linspace(-0.5, 0.5, 16).reshape(1, 1, 4, 4)
+    mask = torch.zeros(1, 1, 4, 4)
+    mask[..., :2] = 1  # keep the left half
+    g = torch.ones(1, 1, 4, 4)
+    out = sample_guided(_constant_denoiser(torch.zeros(1, 1, 4, 4)), torch.zeros(1, 1, 4, 4), s, 4,
+                        grad_fn=lambda x_hat: g, generator=torch.Generator().manual_seed(0),
+                        mask_fn=lambda x_hat, step: mask if step >= 2 else None, reference=reference)
+    torch.testing.assert_close(out[..., :2], reference[..., :2])  # kept: the reference itself
+    assert (out[..., 2:] - reference[..., 2:]).abs().max() > 1e-2  # the rest was free to move
+    with pytest.raises(ValueError, match="reference"):
+        sample_guided(_constant_denoiser(torch.zeros(1, 1, 4, 4)), torch.zeros(1, 1, 4, 4), s, 4,
+                      grad_fn=lambda x_hat: g, generator=torch.Generator(), mask_fn=lambda x_hat, step: mask)
+
+
+def test_nfe_counter_is_shared_by_denoisers():
+    counter = NFECounter()
+    a = CountingDenoiser(lambda x, t: x, counter=counter)
+    b = CountingDenoiser(lambda x, t: x, counter=counter)
+    a(torch.zeros(3, 1, 1, 1), None)
+    b(torch.zeros(2, 1, 1, 1), None)
+    assert (counter.n_calls, counter.n_samples) == (2, 5)
+    assert a.n_samples == b.n_samples == 5
+    with pytest.raises(TypeError, match="counter"):
+        CountingDenoiser(lambda x, t: x, counter=object())

@@ -13,6 +13,7 @@ import torch
 
 from skcfx import CounterfactualExplainer
 from skcfx.classifiers import as_proba_model
+from skcfx.diffusion import Schedule
 from skcfx.diffusion.sampling import CountingDenoiser
 from skcfx.methods import DiME, ExplainContext, FastDiME, create_method
 
@@ -20,12 +21,15 @@ from skcfx.methods import DiME, ExplainContext, FastDiME, create_method
 # stand-ins
 
 
-class _CheapEncoder:
-    """Just what the methods use of a fitted DiffAEEncoder, with a denoiser that costs nothing."""
+class _CheapModel:
+    """Just what the methods use of a DiffAE model object, with a denoiser that costs nothing."""
 
     def __init__(self, null_latent=True, T=1000):
-        self.config_ = SimpleNamespace(T=T, null_latent=null_latent)
-        self.net_ = self._eps
+        self.T = T
+        self.has_null_latent = null_latent
+
+    def schedule(self, n_steps):
+        return Schedule.linear(T=self.T, n_steps=n_steps)
 
     @staticmethod
     def _eps(x_t, t, cond=None):
@@ -33,8 +37,10 @@ class _CheapEncoder:
             raise AssertionError("DiME must call the unconditional denoiser (cond=None)")
         return 0.1 * x_t
 
-    def _eps_model(self):
-        return CountingDenoiser(self.net_)
+    def denoiser(self, counter=None, *, unconditional=False):
+        if not unconditional:
+            raise AssertionError("DiME must ask for the unconditional denoiser")
+        return CountingDenoiser(self._eps, counter=counter)
 
 
 class _LinearProba:
@@ -80,9 +86,11 @@ class _TinyNet(torch.nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def _context(encoder=None, proba=None, seed=0):
+def _context(model=None, proba=None, seed=0):
     return ExplainContext(
-        encoder=encoder if encoder is not None else _CheapEncoder(),
+        model=model if model is not None else _CheapModel(),
+        encode_steps=10,
+        decode_steps=10,
         direction_finder=None,
         proba_model=proba if proba is not None else _LinearProba(),
         device=torch.device("cpu"),
@@ -149,7 +157,7 @@ def test_dime_counts_1830_calls_per_attempt_at_published_setting(n_samples):
 def test_counts_with_the_real_network(dime_encoder, cls, per_attempt):
     x = _queries(2)
     method = cls(respacing=20, tau=5, lambda_c=(8,), perceptual=None)
-    out = method.generate(_context(encoder=dime_encoder), x, np.array([[1], [0]]))
+    out = method.generate(_context(model=dime_encoder.model_), x, np.array([[1], [0]]))
     assert out.n_function_evals == per_attempt * 2
     assert torch.isfinite(out.counterfactuals).all()
     assert out.counterfactuals.abs().max() <= 1
@@ -278,7 +286,7 @@ def test_perceptual_auto_uses_classifier_features_or_warns(tiny_net):
 
 def test_error_without_null_latent():
     with pytest.raises(ValueError, match="unconditional denoiser.*latent_dropout"):
-        DiME().fit(_context(encoder=_CheapEncoder(null_latent=False)), None, None)
+        DiME().fit(_context(model=_CheapModel(null_latent=False)), None, None)
 
 
 def test_error_for_non_differentiable_classifier():

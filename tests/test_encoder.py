@@ -10,6 +10,7 @@ import torch
 from sklearn.base import clone
 
 from skcfx import DiffAEEncoder
+from skcfx.diffusion.nets import DiffAENet
 from skcfx.diffusion.training import TrainingDivergedError
 
 
@@ -149,20 +150,41 @@ def test_interrupt_keeps_partial_model_and_resumes(digits8, tiny_encoder_factory
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+class _NaNAfter(DiffAENet):
+    """A network whose noise prediction turns NaN from its ``after + 1``-th training call on."""
+
+    after = 3
+
+    def forward(self, x_t, t, cond=None):
+        eps = super().forward(x_t, t, cond=cond)
+        if self.training:
+            self.n_train_calls = getattr(self, "n_train_calls", 0) + 1
+            if self.n_train_calls > self.after:
+                eps = eps * float("nan")
+        return eps
+
+
+class _DivergingEncoder(DiffAEEncoder):
+    def initialize_module(self, image_shape, seed):
+        net = super().initialize_module(image_shape, seed)
+        diverging = _NaNAfter(net.config)
+        diverging.load_state_dict(net.state_dict())
+        return diverging
+
+
 def test_divergence_raises_and_keeps_last_good(digits8, tiny_encoder_factory):
     X, _ = digits8
-    enc = tiny_encoder_factory(max_steps=5, learning_rate=1e30)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            enc.fit(X[:64])
-        except TrainingDivergedError as exc:
-            assert "step" in str(exc)
-            if exc.state.step > 0:
-                assert enc.n_steps_ == exc.state.step
-                assert all(torch.isfinite(p).all() for p in enc.net_.parameters())
-        else:
-            pytest.skip("this learning rate did not diverge here")
+    params = tiny_encoder_factory(max_steps=10).get_params()
+    enc = _DivergingEncoder(**params)
+    with pytest.raises(TrainingDivergedError, match="diverged at step 4: loss nan") as info:
+        enc.fit(X[:64])
+    # The bad update was not applied: the estimator is fitted with the 3 good steps.
+    assert info.value.step == 4 and info.value.state.step == 3
+    assert enc.n_steps_ == 3 and enc.loss_history_.shape == (3,) and np.isfinite(enc.loss_history_).all()
+    assert all(torch.isfinite(p).all() for p in enc.net_.parameters())
+    reference = tiny_encoder_factory(max_steps=3).fit(X[:64])  # the same 3 steps, without the fault
+    for key, value in reference.net_.state_dict().items():
+        torch.testing.assert_close(enc.net_.state_dict()[key], value, rtol=0, atol=0)
 
 
 def test_checkpoint_resume(digits8, tiny_encoder_factory, tmp_path):

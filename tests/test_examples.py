@@ -3,6 +3,7 @@
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -15,12 +16,23 @@ def _load(name):
     return module
 
 
+@pytest.mark.slow  # each example trains small models end to end (~20 s)
 @pytest.mark.parametrize("name", ["pipeline_joblib", "timm_module", "image_folder"])
 def test_example_runs(name, tmp_path, capsys):
     argv = ["--quick"] + (["--output", str(tmp_path)] if name == "image_folder" else [])
-    explanation = _load(name).main(argv)
-    assert explanation.counterfactuals.shape[:2] == (4, explanation.n_counterfactuals)
-    assert explanation.success.shape == (4, explanation.n_counterfactuals)
+    e = _load(name).main(argv)
+    k = e.n_counterfactuals
+    assert e.counterfactuals.shape[:2] == (4, k) and k >= 1
+    assert e.success.shape == (4, k)
+    # the values, not only the shapes: real images, real edits, consistent bookkeeping
+    assert np.isfinite(e.counterfactuals).all()
+    assert e.counterfactuals.min() >= 0 and e.counterfactuals.max() <= 1
+    changed = np.abs(e.counterfactuals - e.images[:, None]).reshape(4, k, -1).max(axis=2)
+    assert (changed > 1e-3).all()  # every counterfactual differs from its query
+    np.testing.assert_array_equal(e.success, e.cf_proba.argmax(axis=2) == e.cf_target_class)
+    np.testing.assert_allclose(e.cf_proba.sum(axis=2), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(e.target_class, 1 - e.original_proba.argmax(axis=1))  # binary tasks
+    assert e.n_function_evals > 0
     if name == "image_folder":  # it says where it wrote, and wrote there
         out = capsys.readouterr().out
         for written in ("images", "counterfactuals.png", "report.html"):

@@ -2,6 +2,8 @@
 
 import pickle
 
+import warnings
+
 import numpy as np
 import pytest
 from sklearn.base import clone
@@ -127,9 +129,22 @@ def test_classes_restricts_which_classes_get_modes():
 def test_n_modes_is_capped_by_class_size():
     Z = np.array([[0.0, 0.0], [1.0, 0.0], [5.0, 5.0], [6.0, 5.0], [5.0, 6.0]])
     y = np.array([0, 0, 1, 1, 1])
-    finder = ModalDirectionFinder(n_modes=4, random_state=0).fit(Z, y)
+    with pytest.warns(UserWarning) as record:
+        finder = ModalDirectionFinder(n_modes=4, random_state=0).fit(Z, y)
+    assert [str(w.message) for w in record] == [
+        "class 0 has only 2 distinct latent(s), so it gets 2 mode(s) instead of n_modes=4.",
+        "class 1 has only 3 distinct latent(s), so it gets 3 mode(s) instead of n_modes=4.",
+    ]
+    assert record[0].filename == __file__  # the warning points at the caller's fit
     assert finder.n_modes_per_class_ == {0: 2, 1: 3}
     assert finder.mode_size_.sum() == len(Z)
+    # duplicated latents count once
+    with pytest.warns(UserWarning, match="class 1 has only 1 distinct"):
+        ModalDirectionFinder(n_modes=2, random_state=0).fit(np.r_[Z[:2], [[5.0, 5.0]] * 3], y)
+    # no warning when every class has enough distinct latents
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ModalDirectionFinder(n_modes=2, random_state=0).fit(Z, y)
 
 
 def test_without_standardization_spaces_coincide():

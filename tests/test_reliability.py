@@ -552,6 +552,7 @@ def test_interrupted_checkpoint_write_during_fit_keeps_a_resumable_checkpoint(ti
 # 3. reproducibility
 
 
+@pytest.mark.slow
 def test_same_seed_same_encoder_everywhere(tiny_encoder_factory, task):
     X = task.X[:32]
     a = tiny_encoder_factory(max_steps=3).fit(X)
@@ -608,6 +609,7 @@ def _assert_same_explanations(a, b):
         np.testing.assert_array_equal(getattr(b, name), value, err_msg=name)
 
 
+@pytest.mark.slow
 def test_difclue_counterfactuals_are_reproducible(fitted_tiny_encoder, pixel_clf, task):
     # The finder is fitted inside (K-means seeded from the explainer's random_state).
     def run(global_seed):
@@ -687,9 +689,9 @@ def test_metrics_follow_random_state(digits8):
 
 def test_encoder_batches_by_inference_batch_size(fitted_tiny_encoder, task):
     encoder = copy.deepcopy(fitted_tiny_encoder).set_params(inference_batch_size=3)
-    sizes = {name: [] for name in ("_encode_tensor", "_invert_tensor", "_decode_tensor")}
+    sizes = {name: [] for name in ("encode", "invert", "decode")}
     for name, record in sizes.items():
-        _record_batches(encoder, name, record)
+        _record_batches(encoder.model_, name, record)
     network = []
     _record_forward_sizes(encoder.net_, network)
     X = task.Xq[:8]

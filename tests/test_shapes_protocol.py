@@ -40,6 +40,10 @@ TOY = dict(
 )
 
 
+# The module runs the whole toy protocol once (~25 s): `make test-fast` leaves it out.
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def result():
     return sp.run(copy.deepcopy(TOY), device="cpu", log=lambda message: None)

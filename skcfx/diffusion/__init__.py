@@ -1,4 +1,7 @@
-"""Torch-only diffusion core: schedules, samplers, the DiffAE network and checkpoints.
+"""Torch-only diffusion core: schedules, samplers, the DiffAE network and model, checkpoints.
+
+:class:`DiffAE` (network + schedule: encode / invert / decode on tensors) is what
+counterfactual methods work with; :class:`skcfx.DiffAEEncoder` is its scikit-learn face.
 
 Nothing here imports the scikit-learn estimators; samplers take any denoiser
 callable ``eps_model(x_t, t, **extra_args) -> eps`` (k-diffusion style).
@@ -15,10 +18,12 @@ from .checkpoints import (
     register_config,
     save_skcfx_checkpoint,
 )
+from .model import DiffAE
 from .nets import DiffAEConfig, DiffAENet, SemanticEncoder
 from .sampling import (
     CountingDenoiser,
     LatentGuidedDenoiser,
+    NFECounter,
     ddim_step,
     invert_ddim,
     predict_eps,
@@ -26,14 +31,17 @@ from .sampling import (
     q_sample,
     sample_ddim,
     sample_ddpm,
+    sample_guided,
 )
 from .schedule import Schedule, alpha_bar, linear_betas, respace_timesteps
 
 __all__ = [
     "CountingDenoiser",
+    "DiffAE",
     "DiffAEConfig",
     "DiffAENet",
     "LatentGuidedDenoiser",
+    "NFECounter",
     "Schedule",
     "SemanticEncoder",
     "alpha_bar",
@@ -54,5 +62,6 @@ __all__ = [
     "respace_timesteps",
     "sample_ddim",
     "sample_ddpm",
+    "sample_guided",
     "save_skcfx_checkpoint",
 ]

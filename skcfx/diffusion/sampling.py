@@ -31,8 +31,11 @@ __all__ = [
     "sample_ddim",
     "sample_ddpm",
     "invert_ddim",
+    "sample_guided",
+    "clip_grad_norm",
     "CountingDenoiser",
     "LatentGuidedDenoiser",
+    "NFECounter",
 ]
 
 
@@ -204,9 +207,8 @@ def ddim_step(x_t, eps, ab_t, ab_next, *, eta=0.0, noise=None, clip_x0=True, mea
 # ---------------------------------------------------------------------------
 # Samplers
 
-@torch.no_grad()
 def sample_ddim(eps_model, x_T, schedule, *, extra_args=None, eta=0.0, generator=None,
-                start_index=None, clip_x0=True, callback=None, disable=True):
+                start_index=None, clip_x0=True, callback=None, disable=True, requires_grad=False):
     """Decode noise to images with DDIM (Song et al. 2021, eq. 12).
 
     Parameters
@@ -229,11 +231,22 @@ def sample_ddim(eps_model, x_T, schedule, *, extra_args=None, eta=0.0, generator
         Called after every step with a dict ``{'x', 'i', 't', 'x0', 'eps'}``.
     disable : bool, default=True
         Hide the progress bar.
+    requires_grad : bool, default=False
+        Keep the autograd graph through the steps (differentiable decoding); by default the
+        sampler runs under ``torch.no_grad()``.
 
     Returns
     -------
     x_0 : torch.Tensor
     """
+    with torch.set_grad_enabled(requires_grad):
+        return _ddim_loop(eps_model, x_T, schedule, extra_args=extra_args, eta=eta, generator=generator,
+                          start_index=start_index, clip_x0=clip_x0, callback=callback, disable=disable)
+
+
+def _ddim_loop(eps_model, x_T, schedule, *, extra_args, eta, generator, start_index, clip_x0, callback,
+               disable):
+    """The DDIM loop of :func:`sample_ddim` (gradient mode set by the caller)."""
     _check_schedule(schedule)
     if eta > 0 and generator is None:
         raise ValueError("generator is required when eta > 0 (randomness is always explicit).")
@@ -297,6 +310,120 @@ def invert_ddim(eps_model, x_0, schedule, *, extra_args=None, clip_x0=True, call
     return x
 
 
+def clip_grad_norm(grad, max_norm):
+    """Scale each sample's gradient down to an L2 norm of at most ``max_norm``."""
+    norms = grad.flatten(1).norm(dim=1).clamp_min(1e-12)
+    factor = (max_norm / norms).clamp(max=1.0)
+    return grad * factor.view(-1, *([1] * (grad.ndim - 1)))
+
+
+_CLEAN_ESTIMATES = ("one_step", "rollout")
+
+
+@torch.no_grad()
+def sample_guided(eps_model, x_start, schedule, start_index, *, grad_fn, generator,
+                  clean_estimate="one_step", x_hat=None, scale_by_alpha=False, z_grad_fn=None,
+                  clip_grad=None, eta=1.0, mask_fn=None, reference=None, callback=None, disable=True):
+    """Classifier-guided ancestral sampling with the gradient taken on a clean estimate.
+
+    From ``x_start`` at schedule index ``start_index`` down to a clean image, every step makes
+    one denoiser call, forms a clean estimate ``x_hat`` of the current ``z_i``, and shifts the
+    mean of the ancestral step by the step variance times the guidance gradient::
+
+        eps     = eps_model(z_i, t_i)
+        g       = grad_fn(x_hat) / (sqrt(alpha_bar_i) if scale_by_alpha else 1) + z_grad_fn(z_i)
+        z_{i-1} = mean(z_i, eps) - Sigma_i * g + sqrt(Sigma_i) * noise
+
+    which is DiME's guided step (Jeanneret et al., ACCV 2022, Algorithm 1: the gradient on the
+    clean estimate, divided by sqrt(alpha_bar)) and FastDiME's (Weng et al., 2023: the one-step
+    estimate, no scaling, optional mask).
+
+    Parameters
+    ----------
+    eps_model : callable
+        ``eps_model(x_t, t) -> eps`` (an unconditional denoiser for DiME).
+    x_start : torch.Tensor of shape (n, C, H, W)
+        The noised start ``z`` at index ``start_index``.
+    schedule : Schedule
+    start_index : int
+        Schedule index of ``x_start``; ``start_index + 1`` guided steps are run.
+    grad_fn : callable
+        ``grad_fn(x_hat) -> d loss / d x_hat`` (same shape), e.g. minus a target logit.
+    generator : torch.Generator
+        Source of the step noise (and of the roll-outs' noise).
+    clean_estimate : {'one_step', 'rollout'}, default='one_step'
+        ``'one_step'``: ``x0(z_i, eps)`` from the same call (FastDiME). ``'rollout'``: the result
+        of the unguided chain from ``z_i`` to 0 (DiME; ``i`` extra calls per step, no gradient
+        through them), computed after each step for the next one.
+    x_hat : torch.Tensor or None, default=None
+        The clean estimate of the first ``'rollout'`` step (DiME uses the query itself).
+    scale_by_alpha : bool, default=False
+        Divide the gradient on ``x_hat`` by ``sqrt(alpha_bar_i)`` (DiME).
+    z_grad_fn : callable or None, default=None
+        ``z_grad_fn(z_i) -> gradient`` of a term on the noisy ``z_i`` itself (DiME's L1), added
+        after the scaling.
+    clip_grad : float or None, default=None
+        Largest L2 norm of each image's total gradient.
+    eta : float in (0, 1], default=1.0
+        Stochasticity of the steps (1: the DDPM ancestral step).
+    mask_fn : callable or None, default=None
+        ``mask_fn(x_hat, step) -> mask or None`` with ``step`` counted from 0; where the mask is
+        1, ``x_hat`` and the next ``z`` are replaced by ``reference`` (noised to the level of the
+        next ``z``; the reference itself after the last step): FastDiME's self-made mask.
+    reference : torch.Tensor or None, default=None
+        The image the mask keeps (the query).
+    callback : callable or None, default=None
+        Called after every step with ``{'x', 'i', 't', 'x0', 'grad', 'mask'}``.
+    disable : bool, default=True
+        Hide the progress bar.
+
+    Returns
+    -------
+    x_0 : torch.Tensor
+        Clamped to [-1, 1].
+    """
+    _check_schedule(schedule)
+    start = _step_index(schedule, start_index, "start_index")
+    if clean_estimate not in _CLEAN_ESTIMATES:
+        raise ValueError(f"clean_estimate must be one of {_CLEAN_ESTIMATES}, got {clean_estimate!r}.")
+    if clean_estimate == "rollout" and x_hat is None:
+        raise ValueError("clean_estimate='rollout' needs x_hat, the clean estimate of the first step.")
+    if mask_fn is not None and reference is None:
+        raise ValueError("mask_fn needs the reference image it keeps.")
+    ab, ab_prev = schedule.alpha_bar, schedule.alpha_bar_prev
+    z = x_start
+    for step, i in enumerate(tqdm(range(start, -1, -1), disable=disable, desc="guided sampling")):
+        eps = eps_model(z, _t_batch(schedule, i, z))
+        if clean_estimate == "one_step":
+            x_hat = predict_x0(z, eps, float(ab[i]), clip=True)
+        mask = None if mask_fn is None else mask_fn(x_hat, step)
+        if mask is not None:
+            x_hat = x_hat * (1 - mask) + mask * reference
+        with torch.enable_grad():
+            grad = grad_fn(x_hat).to(z.dtype)
+        if scale_by_alpha:
+            grad = grad / math.sqrt(float(ab[i]))
+        if z_grad_fn is not None:
+            grad = grad + z_grad_fn(z)
+        if clip_grad is not None:
+            grad = clip_grad_norm(grad, float(clip_grad))
+        variance = ddim_sigma(float(ab[i]), float(ab_prev[i]), eta) ** 2
+        noise = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype) if i > 0 else None
+        z, _ = ddim_step(z, eps, float(ab[i]), float(ab_prev[i]), eta=eta, noise=noise, mean_shift=-variance * grad)
+        if mask is not None:
+            # The new z sits at index i - 1: keep the masked pixels at the reference noised to
+            # that level (the reference itself once the chain is clean).
+            kept = reference if i == 0 else q_sample(
+                reference, i - 1, schedule,
+                torch.randn(reference.shape, generator=generator, device=reference.device, dtype=reference.dtype))
+            z = z * (1 - mask) + mask * kept
+        if clean_estimate == "rollout" and i > 0:
+            x_hat = sample_ddim(eps_model, z, schedule, eta=eta, generator=generator, start_index=i - 1)
+        if callback is not None:
+            callback({"x": z, "i": i, "t": int(schedule.timesteps[i]), "x0": x_hat, "grad": grad, "mask": mask})
+    return z.clamp(-1.0, 1.0)
+
+
 class LatentGuidedDenoiser:
     """Classifier-free guidance on the semantic latent (Ho & Salimans 2022).
 
@@ -334,6 +461,34 @@ class LatentGuidedDenoiser:
         return eps_cond + self.scale * (eps_cond - eps_null)
 
 
+class NFECounter:
+    """Running count of denoiser evaluations (NFE), shared by the denoisers that report to it.
+
+    Attributes
+    ----------
+    n_calls : int
+        Network calls (one batched evaluation each).
+    n_samples : int
+        Images evaluated (sum of batch sizes): the NFE summed over images.
+    """
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        """Set both counts to zero."""
+        self.n_calls = 0
+        self.n_samples = 0
+
+    def add(self, n_images):
+        """Record one network call on ``n_images`` images."""
+        self.n_calls += 1
+        self.n_samples += int(n_images)
+
+    def __repr__(self):
+        return f"NFECounter(n_calls={self.n_calls}, n_samples={self.n_samples})"
+
+
 class CountingDenoiser:
     """Wrap a denoiser and count its evaluations (NFE).
 
@@ -341,9 +496,12 @@ class CountingDenoiser:
     ----------
     eps_model : callable
         ``eps_model(x_t, t, **extra_args) -> eps``.
+    counter : NFECounter or None, default=None
+        Where the counts go (shared between several denoisers if wanted); None makes a new one.
 
     Attributes
     ----------
+    counter : NFECounter
     n_calls : int
         Number of calls (one batched network evaluation each).
     n_samples : int
@@ -357,18 +515,26 @@ class CountingDenoiser:
     (1, 3)
     """
 
-    def __init__(self, eps_model):
+    def __init__(self, eps_model, counter=None):
         if not callable(eps_model):
             raise TypeError("eps_model must be callable.")
+        if counter is not None and not isinstance(counter, NFECounter):
+            raise TypeError(f"counter must be an NFECounter or None, got {type(counter).__name__}.")
         self.eps_model = eps_model
-        self.reset()
+        self.counter = NFECounter() if counter is None else counter
+
+    @property
+    def n_calls(self):
+        return self.counter.n_calls
+
+    @property
+    def n_samples(self):
+        return self.counter.n_samples
 
     def reset(self):
         """Set both counters to zero."""
-        self.n_calls = 0
-        self.n_samples = 0
+        self.counter.reset()
 
     def __call__(self, x_t, t, **extra_args):
-        self.n_calls += 1
-        self.n_samples += int(x_t.shape[0])
+        self.counter.add(x_t.shape[0])
         return self.eps_model(x_t, t, **extra_args)

@@ -12,11 +12,14 @@ A method is a small scikit-learn-style object (``get_params`` / ``set_params``, 
     *indices* (columns of the classifier's probabilities), padded with -1. Returns a
     :class:`MethodOutput`.
 
-Methods never validate user input (the explainer did) and never see numpy images.
+Methods never validate user input (the explainer did), never see numpy images and never touch an
+estimator's private state: the diffusion autoencoder reaches them as a torch-level
+:class:`skcfx.diffusion.DiffAE` (``context.model``).
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,8 +36,12 @@ class ExplainContext:
 
     Attributes
     ----------
-    encoder : DiffAEEncoder
-        Fitted diffusion autoencoder (``encoder.net_`` is the denoiser network).
+    model : skcfx.diffusion.DiffAE
+        The diffusion autoencoder on tensors (encode / invert / decode / denoiser), on ``device``.
+    encode_steps : int
+        DDIM inversion steps the encoder was configured with.
+    decode_steps : int
+        DDIM decoding steps the encoder was configured with.
     direction_finder : ModalDirectionFinder or None
         Fitted mode finder (DifCluE only).
     proba_model : skcfx.classifiers.ProbaModel
@@ -48,7 +55,9 @@ class ExplainContext:
     verbose : bool
     """
 
-    encoder: object
+    model: object
+    encode_steps: int
+    decode_steps: int
     direction_finder: object
     proba_model: object
     device: torch.device
@@ -108,9 +117,19 @@ _REGISTRY = {}
 
 
 def register_method(cls):
-    """Class decorator: make ``cls`` available by ``cls.name``."""
-    if not cls.name:
-        raise ValueError("a registered method needs a non-empty `name`.")
+    """Class decorator: make ``cls`` available by ``cls.name``.
+
+    ``CounterfactualExplainer(method=cls.name)`` then accepts it: the registry is the one list
+    of method names. Registering another class under a taken name replaces it, with a warning.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, CounterfactualMethod)):
+        raise TypeError(f"register_method needs a CounterfactualMethod subclass, got {cls!r}.")
+    if not isinstance(cls.name, str) or not cls.name:
+        raise ValueError("a registered method needs a non-empty string `name`.")
+    previous = _REGISTRY.get(cls.name)
+    if previous is not None and previous is not cls:
+        warnings.warn(f"method {cls.name!r} ({previous.__qualname__}) is replaced by {cls.__qualname__}.",
+                      UserWarning, stacklevel=2)
     _REGISTRY[cls.name] = cls
     return cls
 
@@ -121,7 +140,7 @@ def list_methods():
 
 
 def create_method(method):
-    """Turn ``'difclue'`` / ``'dime'`` / ``'fastdime'`` or a method object into a fresh method object."""
+    """Turn a registered name (see :func:`list_methods`) or a method object into a fresh method object."""
     if isinstance(method, CounterfactualMethod):
         from sklearn.base import clone
 

@@ -42,6 +42,7 @@ from sklearn.cluster import KMeans
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from ..diffusion.sampling import NFECounter
 from .base import CounterfactualMethod, MethodOutput, layout_slots, register_method
 
 __all__ = ["DifCluE"]
@@ -64,9 +65,8 @@ class DifCluE(CounterfactualMethod):
     grid_size : int, default=64
         Points of the surrogate's scan over ``(0, alpha_max]``.
     margin : float, default=1.5
-        Safety factor applied to the surrogate's proposal. On digits (1/7 vs rest, 60 queries,
-        2500-step DiffAE, paper's direction) ``alpha_max=8, margin=1.5`` flipped 0.96 of
-        counterfactuals against 0.86 for ``alpha_max=4, margin=1.15``, at the same cost (50 NFE).
+        Safety factor applied to the surrogate's proposal: the surrogate is a linear model of
+        the classifier in latent space and tends to propose steps that fall short.
     overshoot : float >= 1, default=1.0
         After the search, decode once more at ``overshoot`` times the step found, keeping it unless
         it loses what the step had (acceptance, or the classifier's flip): walks further into the
@@ -74,8 +74,7 @@ class DifCluE(CounterfactualMethod):
     target_confidence : float in [0.5, 1), default=0.9
         The search accepts a step once the classifier predicts the target with at least this
         probability. 0.5 (any flip) gives the smallest edits; larger values walk further into the
-        mode (digits 1/7 vs rest, 2500-step DiffAE: an oracle read mode 1's counterfactuals as a 1
-        in 0.73 of queries at 0.5 and 0.80 at 0.9, same flip rate and NFE).
+        mode.
     guidance_scale : float >= 0, default=0.0
         Classifier-free guidance of every decode on the edited latent against the encoder's null
         latent (``eps_z + s * (eps_z - eps_null)``): the decode follows the edited latent more and
@@ -95,9 +94,7 @@ class DifCluE(CounterfactualMethod):
         same ``C`` as the finder).
     n_source_modes : int, default=16
         Clusters of the other classes for ``contrast='source'``, capped so that a cluster holds
-        10 latents on average. On digits (eight negative digits, 100 queries per pair) 8, 12,
-        16, 24 and 32 clusters all gave a mean percent conversion within 0.88-0.90 (1/7) and
-        0.92-0.96 (0/6); 16 was at the top of both ranges.
+        10 latents on average.
 
     Attributes
     ----------
@@ -255,12 +252,12 @@ class DifCluE(CounterfactualMethod):
     # ------------------------------------------------------------------ generation
     def generate(self, context, x_0, targets):
         """Counterfactuals for a batch (see :class:`~skcfx.methods.base.CounterfactualMethod`)."""
-        encoder, finder, proba = context.encoder, context.direction_finder, context.proba_model
+        model, finder, proba = context.model, context.direction_finder, context.proba_model
         class_of_index = context.class_of_index
-        decode_steps = self.decode_steps or encoder.decode_steps
-        z, nfe_encode = encoder._encode_tensor(x_0)
-        x_T, nfe_invert = encoder._invert_tensor(x_0, z)
-        nfe = float(nfe_encode + nfe_invert)
+        decode_steps = self.decode_steps or context.decode_steps
+        counter = NFECounter()  # the encoder passes are not denoiser calls: only samplers count
+        z = model.encode(x_0)
+        x_T = model.invert(x_0, z, context.encode_steps, counter=counter)
 
         triples = self._slots(finder, targets, class_of_index)
         q = np.array([t[0] for t in triples], dtype=np.int64)
@@ -272,35 +269,32 @@ class DifCluE(CounterfactualMethod):
         w = self._directions(finder, zs, dirs)
 
         def decode(alphas, idx=None):
-            # Decode the pairs ``idx`` at their steps; returns images, rank, denoiser calls.
+            # Decode the pairs ``idx`` at their steps (counted); returns images and rank.
             # rank 2: accepted; 1: the classifier predicts the target but the step is not
             # accepted (confidence or mode check); 0: the classifier does not flip.
             idx = np.arange(len(tgt)) if idx is None else idx
             edited = self._edit(finder, zq[idx], w[idx], alphas[idx])
-            images, calls = encoder._decode_tensor(edited, xq[idx], n_steps=decode_steps,
-                                                   guidance_scale=self.guidance_scale)
+            images = model.decode(edited, xq[idx], decode_steps, guidance_scale=self.guidance_scale,
+                                  counter=counter)
             p = proba.torch_proba(images).detach().cpu().numpy()
             p_target = p[np.arange(len(idx)), tgt[idx]]
             flipped = p.argmax(axis=1) == tgt[idx]
             accepted = flipped & (p_target >= self.target_confidence)
             if self.require_mode:
                 # The encoder pass is not a denoiser call, so it does not count towards the NFE.
-                z_cf, _ = encoder._encode_tensor(images)
+                z_cf = model.encode(images)
                 accepted &= finder.predict(z_cf.detach().cpu().numpy().astype(np.float64)) == dirs[idx]
-            return images, flipped.astype(np.int8) + accepted, calls
+            return images, flipped.astype(np.int8) + accepted
 
         if self.alpha != "auto":
             alphas = np.full(len(triples), float(self.alpha))
-            best, rank, calls = decode(alphas)
-            nfe += calls
+            best, rank = decode(alphas)
             n_decodes = np.ones(len(triples))
         else:
-            best, alphas, rank, calls, n_decodes = self._search(zs, w, tgt, decode)
-            nfe += calls
+            best, alphas, rank, n_decodes = self._search(zs, w, tgt, decode)
             if self.overshoot > 1 and len(alphas):
                 further = np.minimum(alphas * self.overshoot, self.alpha_max)
-                images, further_rank, calls = decode(further)
-                nfe += calls
+                images, further_rank = decode(further)
                 n_decodes += 1
                 keep_np = further_rank >= rank  # walk further unless it loses acceptance or the flip
                 keep = torch.as_tensor(keep_np, device=images.device)
@@ -312,7 +306,7 @@ class DifCluE(CounterfactualMethod):
         info = {"mean_decodes": float(np.mean(n_decodes)) if len(n_decodes) else 0.0,
                 # share of counterfactuals whose step passed every check (confidence, mode)
                 "accepted_rate": float(np.mean(rank == 2)) if len(rank) else 0.0}
-        return MethodOutput(cfs, cf_target, out_alpha, mode_ids, nfe, info)
+        return MethodOutput(cfs, cf_target, out_alpha, mode_ids, float(counter.n_samples), info)
 
     def _search(self, zs, w, tgt, decode):
         """Bracketing search for the smallest accepted step (at most ``max_decodes`` decodes).
@@ -327,14 +321,13 @@ class DifCluE(CounterfactualMethod):
         alpha = self._propose(zs, w, tgt)
         lo, hi = np.zeros(m), np.full(m, np.inf)
         best_images, best_alpha, best_rank = None, alpha.copy(), np.full(m, -1, dtype=np.int8)
-        nfe, n_decodes = 0.0, np.zeros(m)
+        n_decodes = np.zeros(m)
         active = np.ones(m, dtype=bool)
         for _ in range(self.max_decodes):
             idx = np.flatnonzero(active)
             if idx.size == 0:
                 break
-            images, rank, calls = decode(alpha, idx)
-            nfe += calls
+            images, rank = decode(alpha, idx)
             n_decodes[idx] += 1
             if best_images is None:
                 best_images = images.new_zeros((m,) + tuple(images.shape[1:]))
@@ -351,4 +344,4 @@ class DifCluE(CounterfactualMethod):
             converged = known & (hi - lo <= 0.1 * hi)
             stuck = ~known & (lo >= self.alpha_max)
             active = ~(converged | stuck)
-        return best_images, best_alpha, best_rank, nfe, n_decodes
+        return best_images, best_alpha, best_rank, n_decodes

@@ -60,11 +60,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval, StrOptions
-from tqdm.auto import tqdm
 
 from ..classifiers import feature_extractor
-from ..diffusion.sampling import ddim_sigma, ddim_step, predict_x0, q_sample, sample_ddim
-from ..diffusion.schedule import Schedule
+from ..diffusion.sampling import NFECounter, q_sample, sample_guided
 from .base import CounterfactualMethod, MethodOutput, layout_slots, register_method
 
 __all__ = ["DiME", "FastDiME"]
@@ -78,8 +76,8 @@ __all__ = ["DiME", "FastDiME"]
 class _Run:
     """What one call of ``generate`` shares between attempts (no validation inside)."""
 
-    model: object  # CountingDenoiser over the unconditional network
-    schedule: Schedule
+    model: object  # counted unconditional denoiser
+    schedule: object  # Schedule
     generator: torch.Generator
     proba: object  # ProbaModel
     perceptual: object  # callable(x_hat, x) -> (n,) or None
@@ -102,24 +100,12 @@ def _randn(like, generator):
     return torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
 
 
-def _t_batch(schedule, i, x):
-    """ORIGINAL timestep of schedule index ``i`` for every image of ``x``."""
-    return torch.full((x.shape[0],), int(schedule.timesteps[i]), dtype=torch.long, device=x.device)
-
-
 def _pairs(targets, n_samples):
     """Query and target index of every counterfactual: ``n_samples`` per valid (query, target)."""
     targets = np.asarray(targets, dtype=np.int64).reshape(len(targets), -1)
     query, column = np.nonzero(targets >= 0)
     query = np.repeat(query, n_samples)
     return query, targets[query, np.repeat(column, n_samples)]
-
-
-def _clip_norm(grad, max_norm):
-    """Scale each image's gradient down to an L2 norm of at most ``max_norm``."""
-    norms = grad.flatten(1).norm(dim=1).clamp_min(1e-12)
-    factor = (max_norm / norms).clamp(max=1.0)
-    return grad * factor.view(-1, *([1] * (grad.ndim - 1)))
 
 
 def _unchanged_mask(x_hat, x_0, dilation, threshold):
@@ -144,6 +130,8 @@ class _GuidedDiffusion(CounterfactualMethod):
 
     needs_gradients = True
     needs_unconditional = True
+    #: the clean estimate the gradient is taken on (see skcfx.diffusion.sampling.sample_guided)
+    _clean_estimate = "rollout"
     #: divide the guidance of the clean estimate by sqrt(alpha_bar) (DiME) or not (FastDiME)
     _scale_by_alpha = True
 
@@ -185,17 +173,17 @@ class _GuidedDiffusion(CounterfactualMethod):
                 f"method={self.name!r} needs gradients of the classifier, but {source} is not "
                 "differentiable: pass a TimmClassifier or a torch.nn.Module returning logits."
             )
-        if not getattr(getattr(context.encoder, "config_", None), "null_latent", False):
+        if not context.model.has_null_latent:
             raise ValueError(
                 f"method={self.name!r} needs an unconditional denoiser: fit the encoder with "
                 "latent_dropout > 0 (a learned null latent)."
             )
 
-    def _schedule(self, encoder):
+    def _schedule(self, model):
         """The respaced schedule, with errors that name this method's parameters."""
-        T = int(encoder.config_.T)
+        T = model.T
         try:
-            schedule = Schedule.linear(T=T, n_steps=self.respacing)
+            schedule = model.schedule(self.respacing)
         except ValueError as exc:
             raise ValueError(f"respacing={self.respacing} does not suit the encoder's T={T}: {exc}") from None
         if self.tau > len(schedule):
@@ -216,7 +204,7 @@ class _GuidedDiffusion(CounterfactualMethod):
     def _prepare(self, context):
         self._validate_params()
         self._check_context(context)
-        return self._lambda_schedule(), self._schedule(context.encoder)
+        return self._lambda_schedule(), self._schedule(context.model)
 
     # ------------------------------------------------------------------ fitting
     def fit(self, context, Z, y):
@@ -261,7 +249,8 @@ class _GuidedDiffusion(CounterfactualMethod):
         """
         lambdas, schedule = self._prepare(context)
         perceptual, _ = self._perceptual_fn(context.proba_model)
-        model = context.encoder._eps_model()
+        counter = NFECounter()
+        model = context.model.denoiser(counter, unconditional=True)
         run = _Run(model, schedule, context.generator, context.proba_model, perceptual, bool(context.verbose))
         query, target = _pairs(targets, self.n_samples)
         x = x_0[torch.as_tensor(query, dtype=torch.long, device=x_0.device)]
@@ -273,7 +262,7 @@ class _GuidedDiffusion(CounterfactualMethod):
             "attempts_mean": float(attempts.mean()) if attempts.size else 0.0,
             "flipped_rate": float(flipped.mean()) if flipped.size else 0.0,
         }
-        return MethodOutput(cfs, cf_target, alphas, mode_ids, float(model.n_samples), info)
+        return MethodOutput(cfs, cf_target, alphas, mode_ids, float(counter.n_samples), info)
 
     def _explain_pairs(self, run, x, target, lambdas):
         """Run the attempts; each one only for the pairs that have not flipped yet.
@@ -304,26 +293,11 @@ class _GuidedDiffusion(CounterfactualMethod):
             flipped[todo] = predicted == target[todo]
         return images, attempts, flipped
 
-    @torch.no_grad()
     def _chain(self, run, x_0, z, target, lambda_c, desc):
         """One guided denoising chain from ``z`` (index ``tau - 1``) to a clean image."""
-        schedule = run.schedule
-        ab, ab_prev = schedule.alpha_bar, schedule.alpha_bar_prev
-        x_hat = x_0  # DiME's first clean estimate is the query itself (published)
-        for step, i in enumerate(tqdm(range(self.tau - 1, -1, -1), desc=desc, disable=not run.verbose)):
-            eps = run.model(z, _t_batch(schedule, i, z))
-            x_hat, mask = self._clean_estimate(run, z, eps, x_hat, x_0, i, step)
-            grad = self._guidance(run, z, x_hat, x_0, target, lambda_c, float(ab[i]))
-            variance = ddim_sigma(float(ab[i]), float(ab_prev[i]), self.eta) ** 2
-            noise = _randn(z, run.generator) if i > 0 else None
-            z, _ = ddim_step(z, eps, float(ab[i]), float(ab_prev[i]), eta=self.eta, noise=noise,
-                             mean_shift=-variance * grad)
-            z, x_hat = self._advance(run, z, x_hat, x_0, mask, i)
-        return z.clamp(-1.0, 1.0)
 
-    def _guidance(self, run, z, x_hat, x_0, target, lambda_c, ab):
-        """Gradient of the counterfactual loss: class and perceptual terms on ``x_hat``, L1 on ``z``."""
-        with torch.enable_grad():
+        def grad_fn(x_hat):
+            # Class and perceptual terms, on the clean estimate.
             x_in = x_hat.detach().requires_grad_(True)
             logits = run.proba.torch_logits(x_in)
             if self.class_loss == "ce":
@@ -332,21 +306,23 @@ class _GuidedDiffusion(CounterfactualMethod):
             if run.perceptual is not None:
                 loss = loss + self.lambda_p * run.perceptual(x_in, x_0).sum()
             (grad,) = torch.autograd.grad(loss, x_in)
-        grad = grad.to(z.dtype)
-        if self._scale_by_alpha:
-            grad = grad / float(np.sqrt(ab))
-        if self.lambda_l1 > 0:
-            grad = grad + self.lambda_l1 * torch.sign(z - x_0)
-        if self.clip_grad is not None:
-            grad = _clip_norm(grad, float(self.clip_grad))
-        return grad
+            return grad
 
-    # Hooks that differ between DiME and FastDiME.
-    def _clean_estimate(self, run, z, eps, x_hat, x_0, i, step):  # pragma: no cover - interface
-        raise NotImplementedError
+        def z_grad_fn(z_t):
+            # The L1 term acts on the noisy z itself: its gradient is sign(z_t - x).
+            return self.lambda_l1 * torch.sign(z_t - x_0)
 
-    def _advance(self, run, z, x_hat, x_0, mask, i):  # pragma: no cover - interface
-        raise NotImplementedError
+        return sample_guided(
+            run.model, z, run.schedule, self.tau - 1, grad_fn=grad_fn, generator=run.generator,
+            clean_estimate=self._clean_estimate, x_hat=x_0,  # DiME's first estimate is the query
+            scale_by_alpha=self._scale_by_alpha, z_grad_fn=z_grad_fn if self.lambda_l1 > 0 else None,
+            clip_grad=self.clip_grad, eta=self.eta, mask_fn=self._mask_fn(x_0), reference=x_0,
+            disable=not run.verbose,
+        )
+
+    def _mask_fn(self, x_0):
+        """``mask_fn`` for :func:`~skcfx.diffusion.sampling.sample_guided` (None: no mask)."""
+        return None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -423,17 +399,6 @@ class DiME(_GuidedDiffusion):
         self.clip_grad = clip_grad
         self.eta = eta
 
-    def _clean_estimate(self, run, z, eps, x_hat, x_0, i, step):
-        # Computed at the end of the previous step (or the query at the first step).
-        return x_hat, None
-
-    def _advance(self, run, z, x_hat, x_0, mask, i):
-        if i == 0:
-            return z, x_hat
-        # Brute-force clean estimate of the new z (index i - 1): i unguided steps, no gradients.
-        x_hat = sample_ddim(run.model, z, run.schedule, eta=self.eta, generator=run.generator, start_index=i - 1)
-        return z, x_hat
-
 
 @register_method
 class FastDiME(_GuidedDiffusion):
@@ -464,6 +429,7 @@ class FastDiME(_GuidedDiffusion):
     """
 
     name = "fastdime"
+    _clean_estimate = "one_step"
     _scale_by_alpha = False
 
     _parameter_constraints = {
@@ -496,17 +462,14 @@ class FastDiME(_GuidedDiffusion):
             raise ValueError(f"dilation must be an odd int (the window is centred on each pixel), got {self.dilation}.")
         return prepared
 
-    def _clean_estimate(self, run, z, eps, x_hat, x_0, i, step):
-        x_hat = predict_x0(z, eps, float(run.schedule.alpha_bar[i]), clip=True)
-        if self.mask_threshold is None or step < int(round(self.mask_warmup * self.tau)):
-            return x_hat, None
-        mask = _unchanged_mask(x_hat, x_0, self.dilation, self.mask_threshold)
-        return x_hat * (1 - mask) + mask * x_0, mask
+    def _mask_fn(self, x_0):
+        if self.mask_threshold is None:
+            return None
+        warmup = int(round(self.mask_warmup * self.tau))
 
-    def _advance(self, run, z, x_hat, x_0, mask, i):
-        if mask is None:
-            return z, x_hat
-        # The new z sits at index i - 1: keep the unchanged pixels at the query noised to that
-        # level (the query itself once the chain is clean).
-        kept = x_0 if i == 0 else q_sample(x_0, i - 1, run.schedule, _randn(x_0, run.generator))
-        return z * (1 - mask) + mask * kept, x_hat
+        def mask_fn(x_hat, step):
+            if step < warmup:
+                return None
+            return _unchanged_mask(x_hat, x_0, self.dilation, self.mask_threshold)
+
+        return mask_fn

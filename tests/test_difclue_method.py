@@ -1,0 +1,146 @@
+"""DifCluE's step search, checked against closed forms on a stand-in diffusion autoencoder.
+
+The stand-in "decodes" a latent exactly into the first pixels of the image (the rest comes from
+the inverted noise, which is the image itself), and the classifier reads the first pixel only, so
+the step at which each counterfactual must flip is known in closed form.
+"""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from skcfx.classifiers import as_proba_model
+from skcfx.diffusion import NFECounter
+from skcfx.methods import DifCluE, ExplainContext
+from skcfx.modes import ModalDirectionFinder
+
+LATENT_DIM = 2
+SLOPE, THRESHOLD = 20.0, -0.3  # classifier: p(positive) = sigmoid(SLOPE * (pixel0 - THRESHOLD))
+
+
+class _ExactModel:
+    """A DiffAE stand-in whose decode writes ``z`` into the first pixels: edits act exactly."""
+
+    T = 1000
+    has_null_latent = False
+
+    def encode(self, x_0, *, requires_grad=False):
+        return x_0.flatten(1)[:, :LATENT_DIM].clone()
+
+    def invert(self, x_0, z, n_steps, *, counter=None):
+        if counter is not None:
+            counter.add(x_0.shape[0] * n_steps)  # as if n_steps denoiser calls
+        return x_0.clone()
+
+    def decode(self, z, x_T, n_steps, *, guidance_scale=0.0, counter=None, **_):
+        if counter is not None:
+            counter.add(z.shape[0] * n_steps)
+        out = x_T.clone().flatten(1)
+        out[:, :LATENT_DIM] = z
+        return out.reshape(x_T.shape).clamp(-1, 1)
+
+
+class _FirstPixel(torch.nn.Module):
+    def forward(self, x):
+        logit = SLOPE * (x[:, 0, 0, 0] - THRESHOLD)
+        return torch.stack([-logit / 2, logit / 2], dim=1)
+
+
+def _latents(n, center, rng):
+    return center + 0.05 * rng.standard_normal((n, LATENT_DIM))
+
+
+@pytest.fixture(scope="module")
+def setting():
+    rng = np.random.default_rng(0)
+    # negatives around (-0.5, 0); the positive class has two modes, (0.5, 0.5) and (0.5, -0.5)
+    Z = np.concatenate([_latents(60, [-0.5, 0.0], rng), _latents(30, [0.5, 0.5], rng),
+                        _latents(30, [0.5, -0.5], rng)])
+    y = np.r_[np.zeros(60, int), np.ones(60, int)]
+    finder = ModalDirectionFinder(n_modes=2, random_state=0).fit(Z, y)
+    proba = as_proba_model(_FirstPixel(), image_shape=(4, 4, 1))
+    context = ExplainContext(model=_ExactModel(), encode_steps=5, decode_steps=3, direction_finder=finder,
+                             proba_model=proba, device=torch.device("cpu"),
+                             generator=torch.Generator().manual_seed(0), class_of_index=np.array([0, 1]))
+    queries_z = _latents(6, [-0.5, 0.0], rng)
+    x = torch.zeros(6, 1, 4, 4)
+    x.view(6, -1)[:, :LATENT_DIM] = torch.as_tensor(queries_z, dtype=torch.float32)
+    return context, Z, y, x
+
+
+def _fit(method, setting):
+    context, Z, y, _ = setting
+    return method.fit(context, Z, y)  # the classifier predicts the labels exactly here
+
+
+def _flip_step(setting, confidence):
+    """Closed form: the step along each query's direction at which p(positive) = confidence."""
+    context, _, _, x = setting
+    finder = context.direction_finder
+    z0 = x.view(len(x), -1)[:, 0].numpy().astype(np.float64)
+    needed = THRESHOLD + math.log(confidence / (1 - confidence)) / SLOPE  # pixel0 at that confidence
+    steps = []
+    for m in finder.modes_for_class(1):
+        w = finder.directions_standardized_[m]
+        # raw z0 moves by scale_0 * alpha * sqrt(d) * w_0 per unit of alpha
+        steps.append((needed - z0) / (finder.scale_[0] * math.sqrt(LATENT_DIM) * w[0]))
+    return np.stack(steps, axis=1)  # (n, 2), mode order of modes_for_class
+
+
+def test_search_finds_the_smallest_accepted_step(setting):
+    context, _, _, x = setting
+    method = _fit(DifCluE(max_decodes=8, require_mode=False, contrast="rest"), setting)
+    out = method.generate(context, x, np.ones((len(x), 1), dtype=int))
+    expected = _flip_step(setting, method.target_confidence)
+    order = np.argsort(out.mode_ids, axis=1)  # slots in mode order
+    found = np.take_along_axis(out.alphas, order, axis=1)
+    assert (expected > 0).all()
+    # every step is accepted, and lies within the search's 10% bracket above the exact step
+    assert out.info["accepted_rate"] == 1.0
+    assert np.all(found >= expected - 1e-6)
+    assert np.all(found <= expected / 0.9 + 1e-6)
+    # the classifier agrees on the images
+    p = context.proba_model.torch_proba(out.counterfactuals.flatten(0, 1)).numpy()[:, 1]
+    assert np.all(p >= method.target_confidence - 1e-6)
+
+
+def test_a_step_too_small_never_flips_and_the_search_does(setting):
+    context, _, _, x = setting
+    targets = np.ones((len(x), 1), dtype=int)
+    small = float(_flip_step(setting, 0.5).min()) / 4
+    fixed = _fit(DifCluE(alpha=small, contrast="rest"), setting).generate(context, x, targets)
+    p_fixed = context.proba_model.torch_proba(fixed.counterfactuals.flatten(0, 1)).numpy()[:, 1]
+    assert np.all(p_fixed < 0.5)  # a quarter of the smallest flipping step: nothing flips
+    np.testing.assert_allclose(fixed.alphas, small)
+    auto = _fit(DifCluE(contrast="rest"), setting).generate(context, x, targets)
+    p_auto = context.proba_model.torch_proba(auto.counterfactuals.flatten(0, 1)).numpy()[:, 1]
+    assert np.all(p_auto > 0.5) and np.all(auto.alphas > small)
+
+
+def test_search_cost_is_counted_and_bounded(setting):
+    context, _, _, x = setting
+    method = _fit(DifCluE(max_decodes=4, require_mode=False), setting)
+    out = method.generate(context, x, np.ones((len(x), 1), dtype=int))
+    n_cf, steps = len(x) * 2, method.decode_steps
+    # inversion (5 steps per query, shared by its modes) plus 1 to max_decodes decodes per counterfactual
+    assert len(x) * 5 + n_cf * steps <= out.n_function_evals <= len(x) * 5 + n_cf * 4 * steps
+    assert out.n_function_evals == pytest.approx(len(x) * 5 + n_cf * steps * out.info["mean_decodes"])
+    # without decode_steps of its own, the method decodes with the encoder's
+    method = _fit(DifCluE(max_decodes=4, require_mode=False, decode_steps=None), setting)
+    out = method.generate(context, x, np.ones((len(x), 1), dtype=int))
+    assert out.n_function_evals == pytest.approx(len(x) * 5 + n_cf * context.decode_steps * out.info["mean_decodes"])
+
+
+def test_mode_check_rejects_steps_that_do_not_reach_the_mode(setting):
+    # With the mode check, a step is accepted only once the edited latent is nearest to the
+    # mode's centre, which lies further along than the classifier's flip.
+    context, _, _, x = setting
+    targets = np.ones((len(x), 1), dtype=int)
+    loose = _fit(DifCluE(max_decodes=8, require_mode=False, contrast="rest"), setting).generate(context, x, targets)
+    strict = _fit(DifCluE(max_decodes=8, require_mode=True, contrast="rest"), setting).generate(context, x, targets)
+    finder = context.direction_finder
+    z_cf = strict.counterfactuals.flatten(0, 1).flatten(1)[:, :LATENT_DIM].numpy().astype(np.float64)
+    np.testing.assert_array_equal(finder.predict(z_cf), strict.mode_ids.ravel())
+    assert np.all(strict.alphas >= loose.alphas - 1e-9) and np.any(strict.alphas > loose.alphas * 1.2)
