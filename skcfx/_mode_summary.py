@@ -2,7 +2,7 @@
 
 import numpy as np
 
-__all__ = ["ModeSummary", "mode_letter", "mode_content", "describe_content", "display_name"]
+__all__ = ["ModeSummary", "summarise_modes", "mode_letter", "mode_content", "describe_content", "display_name"]
 
 
 class ModeSummary(list):
@@ -73,3 +73,20 @@ def describe_content(parts, n_shown=1):
     shown = parts[: max(n_shown, 1 if mostly else 2)]
     listed = ", ".join(f"{label} ({share:.0%})" for label, share in shown)
     return f"mostly {listed}" if mostly else f"mixed: {listed}"
+
+
+def summarise_modes(modes, mode_of_sample, fine_labels, names, class_names):
+    """The :class:`ModeSummary` of a fitted finder's ``modes_`` (see ``describe_modes``)."""
+    content = mode_content(mode_of_sample, len(modes), fine_labels, names)
+    class_sizes = {}
+    for mode in modes:
+        class_sizes[mode["class"]] = class_sizes.get(mode["class"], 0) + mode["size"]
+    summary = ModeSummary()
+    for mode, parts in zip(modes, content):
+        letter, label = mode_letter(mode["mode"]), display_name(class_names, mode["class"])
+        share = mode["size"] / max(class_sizes[mode["class"]], 1)
+        head = f"mode {letter} (class {label}, {mode['size']} latents, {share:.0%} of the class)"
+        name = f"mode {letter}: {describe_content(parts)}" if parts else f"mode {letter}: class {label}, {share:.0%} of it"
+        summary.append({**mode, "letter": letter, "name": name, "share_of_class": share, "content": parts,
+                        "summary": f"{head}: {describe_content(parts, 3)}" if parts else head})
+    return summary

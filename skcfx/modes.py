@@ -26,7 +26,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, validate_data
 
-from ._mode_summary import ModeSummary, describe_content, display_name, mode_content, mode_letter
+from ._mode_summary import ModeSummary, summarise_modes
 
 __all__ = ["ModalDirectionFinder", "ModeSummary"]
 
@@ -617,16 +617,5 @@ class ModalDirectionFinder(TransformerMixin, BaseEstimator):
         ['mode A: mostly digit 4 (100%)', 'mode B: mostly digit 9 (100%)']
         """
         check_is_fitted(self)
-        content = mode_content(self.labels_, len(self.modes_), fine_labels, names)
-        class_sizes = {c: int(np.sum(self.mode_size_[self.mode_class_ == c])) for c in self.classes_.tolist()}
-        summary = ModeSummary()
-        for mode, parts in zip(self.modes_, content):
-            letter, label = mode_letter(mode["mode"]), display_name(class_names, mode["class"])
-            share = mode["size"] / max(class_sizes[mode["class"]], 1)
-            head = f"mode {letter} (class {label}, {mode['size']} latents, {share:.0%} of the class)"
-            what = describe_content(parts)
-            name = f"mode {letter}: {what}" if parts else f"mode {letter}: class {label}, {share:.0%} of it"
-            summary.append({**mode, "letter": letter, "name": name, "share_of_class": share, "content": parts,
-                            "summary": f"{head}: {describe_content(parts, 3)}" if parts else head})
-        return summary
+        return summarise_modes(self.modes_, self.labels_, fine_labels, names, class_names)
 
