@@ -130,3 +130,29 @@ def test_report_rejects_bad_arguments(fitted, tmp_path):
     with pytest.raises(ValueError, match="queries_per_page"):
         save_report(tmp_path / "r.html", e, queries_per_page=0)
     assert not (tmp_path / "r.html").exists()
+
+
+def test_report_of_samples_and_of_several_targets(fitted, task, fitted_tiny_encoder, digits8, tmp_path):
+    import dataclasses
+
+    _, e = fitted
+    # DiME-style: samples, no modes, no steps
+    dime = dataclasses.replace(e, method="dime", mode_ids=np.full_like(e.mode_ids, -1),
+                               alphas=np.full_like(e.alphas, np.nan))
+    page = _parse(save_report(tmp_path / "dime.html", dime)[0])
+    assert sorted(page.cards) == list(range(e.n_queries))
+    assert "counterfactual sample 1" in [alt for alt, _, _ in page.images]
+    # three classes: each query is explained towards the two classes it is not; the slots of its own
+    # class's modes are empty and not drawn
+    X, digits = digits8
+    keep = np.isin(digits, [0, 1, 2])
+    X3, y3 = X[keep][:240], digits[keep][:240]
+    clf = LogisticRegression(max_iter=1000).fit(X3.reshape(len(X3), -1), y3)
+    explainer = CounterfactualExplainer(encoder=fitted_tiny_encoder, classifier=clf,
+                                        direction_finder=ModalDirectionFinder(n_modes=1, random_state=0),
+                                        method=DifCluE(alpha=0.5), random_state=0).fit(X3, y3)
+    multi = explainer.explain(X[keep][240:244])
+    page = _parse(multi.to_html(tmp_path / "multi.html", explainer, n_curve_queries=2)[0])
+    drawn = [alt for alt, _, card in page.images if card == 0 and alt == "difference map"]
+    assert len(drawn) == int((multi.cf_target_class[0] >= 0).sum()) == 2
+    assert "Importance curves" in page.headings
