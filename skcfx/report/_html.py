@@ -39,8 +39,8 @@ nav{margin:1em 0} nav a{margin-right:.8em}
 
 
 def fmt(value):
-    """A number for people: 3 significant digits from 1 up, 2 decimals for 0.1-1 (rates), 2
-    significant digits below; integers as integers; dicts as 'k: v' lists."""
+    """A number for people: 2 decimals for 0.1-1 (rates, probabilities), 3 significant digits
+    above 1, 2 below 0.1; integers as integers; dicts as 'k: v' lists."""
     if isinstance(value, dict):
         return ", ".join(f"{k}: {fmt(v)}" for k, v in value.items())
     if isinstance(value, (list, tuple)):
@@ -48,17 +48,17 @@ def fmt(value):
     if isinstance(value, (bool, np.bool_)):
         return "yes" if value else "no"
     if isinstance(value, (int, np.integer)):
-        return str(int(value))
+        return f"{int(value):,}"
     if isinstance(value, (float, np.floating)):
         value = float(value)
         if not np.isfinite(value):
             return "n/a"
         if abs(value) >= 1000 or (value == int(value) and abs(value) >= 10):
             return f"{value:,.0f}"
-        if abs(value) >= 1:
-            return f"{value:.3g}"
-        if abs(value) >= 0.1 or value == 0:
+        if 0.1 <= abs(value) <= 1 or value == 0:  # rates and probabilities: two decimals
             return f"{value:.2f}"
+        if abs(value) > 1:
+            return f"{value:.3g}"
         return f"{value:.2g}"
     return str(value)
 
@@ -95,7 +95,7 @@ def query_card(e, i, *, class_names, slot_names, limit, size):
         name = slot_names.get(mode, f"sample {j + 1}") if mode >= 0 else f"sample {j + 1}"
         p = e.cf_proba[i, j, target]
         verdict = ('<span class="ok">flipped</span>' if e.success[i, j] else '<span class="no">not flipped</span>')
-        step = f", step {e.alphas[i, j]:.2f}" if np.isfinite(e.alphas[i, j]) else ""
+        step = f"<br>step {e.alphas[i, j]:.2f} along the mode" if np.isfinite(e.alphas[i, j]) else ""
         parts.append(
             f'<figure><div class="pair">{_img(image_uri(e.counterfactuals[i, j]), size, f"counterfactual {name}")}'
             f'{_img(diff_uri(e.images[i], e.counterfactuals[i, j], limit), size, "difference map")}</div>'
