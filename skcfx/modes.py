@@ -298,15 +298,14 @@ class ModalDirectionFinder(TransformerMixin, BaseEstimator):
     are clustered with ``n_init``; this costs about ``9 * (max_modes - 1)`` extra K-means fits
     per class (about 2.5 s per class of 1000 latents of dimension 512 on one CPU core).
 
-    Measured on Gaussian blobs whose centres are 6 noise standard deviations apart (5 seeds
-    each, 2, 16, 64 and 512 dimensions): a single blob, isotropic or anisotropic, got 1 mode in
-    80 of 80 fits with 60 or 300 points; with 300 points, 2 and 3 isotropic blobs got the right
-    ``K`` in 38 of 40 fits; with 60 points in 2 to 64 dimensions, 27 of 30. In a further 288
-    single-mode classes (Gaussian, correlated Gaussian and uniform; 40 or 150 points; 2 to 512
-    dimensions) 2 got 2 modes, both with 40 points in 64 or 512 dimensions, where silhouettes
-    are mostly noise. Weaker structure (blobs only 3 standard deviations apart along their long
-    axis, or 60 points in 512 dimensions, where K-means cannot find the blobs either) is mostly
-    reported as one mode: the rule prefers too few modes to too many.
+    Measured by ``benchmarks/modes_auto_blobs.py`` (5 seeds each, 2, 16, 64 and 512 dimensions,
+    blob centres 6 noise standard deviations apart): a single blob, isotropic or anisotropic,
+    got 1 mode in 79 of 80 fits with 60 or 300 points (the miss: 300 anisotropic points in 512
+    dimensions); with 300 points, 2 and 3 isotropic blobs got the right ``K`` in 40 of 40 fits;
+    with 60 points in 2 to 64 dimensions, 27 of 30 (the misses were reported as one mode). In a
+    further 288 single-mode classes (Gaussian, correlated Gaussian and uniform; 40 or 150
+    points; 2 to 512 dimensions; 12 seeds) 3 got 2 modes, two of them with 40 points in 512
+    dimensions, where silhouettes are mostly noise. The rule prefers too few modes to too many.
 
     References
     ----------
