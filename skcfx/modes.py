@@ -26,7 +26,9 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, validate_data
 
-__all__ = ["ModalDirectionFinder"]
+from ._mode_summary import ModeSummary, summarise_modes
+
+__all__ = ["ModalDirectionFinder", "ModeSummary"]
 
 # 'auto' accepts K > 1 modes only when the best silhouette beats the best silhouettes that K-means
 # reaches on single Gaussians with the class's own mean and covariance by this relative margin AND
@@ -578,3 +580,41 @@ class ModalDirectionFinder(TransformerMixin, BaseEstimator):
         _check_feature_names_in(self, input_features, generate_names=False)
         names = [f"mode_{c}_{j}" for c, j in zip(self.mode_class_, self.mode_index_)]
         return np.asarray(names, dtype=object)
+
+    def describe_modes(self, fine_labels=None, names=None, class_names=None):
+        """Name every mode after what it holds: its class, size and, given finer labels, content.
+
+        Parameters
+        ----------
+        fine_labels : array-like of shape (n_samples,) or dict of str -> array-like, default=None
+            What is known about each training latent (in the order given to :meth:`fit`) beyond its
+            class: one label each (e.g. the digit, when the class is "1 or 7"), or named binary
+            attributes (``{'color_is_red': bool array, ...}``). A mode is then named after its most
+            common label, or its most frequent attribute, with that share.
+        names : dict or callable, default=None
+            Display name of a fine label or attribute (a dict lookup or a function, e.g.
+            ``lambda d: f"digit {d}"``); default ``str(label)``.
+        class_names : dict or callable, default=None
+            Display name of a class label, the same way; default ``str(label)``.
+
+        Returns
+        -------
+        ModeSummary
+            A list with one dict per mode (``'mode'``, ``'letter'``, ``'name'``, ``'summary'``,
+            ``'class'``, ``'index'``, ``'size'``, ``'share_of_class'``, ``'content'``: (label,
+            share) pairs, most common first); ``print`` shows one line per mode, e.g.
+            ``mode A (class 1, 613 latents, 51% of the class): mostly digit 1 (94%), digit 7 (6%)``.
+            A mode is "mostly" its top label when that holds at least half of it, else "mixed".
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> Z = np.array([[0., 0.], [0., 1.], [5., 5.], [5., 6.], [-5., 5.], [-5., 6.]])
+        >>> finder = ModalDirectionFinder(n_modes=2, classes=[1], random_state=0).fit(Z, [0, 0, 1, 1, 1, 1])
+        >>> digit = np.array([0, 0, 4, 4, 9, 9])
+        >>> sorted(m["name"] for m in finder.describe_modes(digit, names=lambda d: f"digit {d}"))
+        ['mode A: mostly digit 4 (100%)', 'mode B: mostly digit 9 (100%)']
+        """
+        check_is_fitted(self)
+        return summarise_modes(self.modes_, self.labels_, fine_labels, names, class_names)
+
