@@ -1,22 +1,26 @@
 """skcfx demo: mode-wise counterfactuals on the bundled digits (the main job of `make demo`).
 
-Task: digits 1 and 7 form one class ("positive"), every other digit the other class. A classifier
-(a timm ResNet trained here) learns this task; a diffusion autoencoder (trained here) encodes the
-digits; DifCluE finds the two modes of the positive class in latent space and makes, for held-out
-negatives, one counterfactual per mode: "what would this digit look like if the classifier called
-it positive - the 1-way, and the 7-way?". An independent oracle (an SVC trained on the 10 digit
-labels) checks which digit each counterfactual shows.
+Task: digits 1 and 7 form one class ("1 or 7"), every other digit the other class. A classifier
+(a timm ResNet trained here) learns this task; a diffusion autoencoder encodes the digits; DifCluE
+finds the two modes of the "1 or 7" class in latent space and makes, for held-out other digits,
+one counterfactual per mode: "what would this digit look like if the classifier called it 1-or-7,
+the 1-way, and the 7-way?". An independent oracle (an SVC trained on the 10 digit labels) checks
+which digit each counterfactual shows.
 
-Writes to the output folder: ``reconstructions.png``, ``counterfactuals.png``, ``metrics.json``,
-``explanation.npz`` and ``index.html``.
+By default the diffusion autoencoder is the one shipped with skcfx
+(``DiffAEEncoder.from_pretrained("digits16")``, made by ``benchmarks/make_pretrained.py`` with the
+same recipe), so the first pictures come in minutes; ``--train`` trains it here instead (5000
+steps, about 20-30 min on one CPU core).
 
-    python examples/demo.py --output demo_output [--max-steps 5000] [--n-queries 60]
+Writes to the output folder: ``index.html`` (the report: open it in a browser),
+``reconstructions.png``, ``counterfactuals.png``, ``metrics.json`` and ``explanation.npz``.
+
+    python examples/demo.py [--output demo_output] [--train] [--n-queries 60]
 """
 
 from __future__ import annotations
 
 import argparse
-import html
 import json
 import os
 import platform
@@ -34,17 +38,23 @@ from skcfx.datasets import load_digits_images
 from skcfx.protocols import evaluate_mode_conversion, mixed_class_labels, mode_subclasses
 
 POSITIVE = (1, 7)
+CLASS_NAMES = ["other digit", "1 or 7"]
+# The benchmark recipe of the shipped DiffAE (benchmarks/_common.py::DIGITS_ENCODER).
+RECIPE = dict(max_steps=5000, batch_size=64, learning_rate=1e-3, latent_dropout=0.1, encode_steps=20,
+              decode_steps=20)
 
 
-def parse_args():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output", default="demo_output", help="folder for pictures and metrics")
-    parser.add_argument("--max-steps", type=int, default=5000, help="DiffAE training steps")
-    parser.add_argument("--batch-size", type=int, default=64, help="DiffAE batch size")
-    parser.add_argument("--classifier-epochs", type=int, default=15)
-    parser.add_argument("--n-queries", type=int, default=60, help="held-out negatives to explain")
+    parser.add_argument("--output", default="demo_output", help="folder for the report, pictures and metrics")
+    parser.add_argument("--train", action="store_true",
+                        help="train the diffusion autoencoder here instead of loading the shipped one")
+    parser.add_argument("--max-steps", type=int, default=RECIPE["max_steps"], help="DiffAE training steps (--train)")
+    parser.add_argument("--classifier", default="resnet10t", help="timm architecture of the explained classifier")
+    parser.add_argument("--classifier-epochs", type=int, default=4)
+    parser.add_argument("--n-queries", type=int, default=60, help="held-out other digits to explain")
     parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 def save_reconstructions(encoder, X, path):
@@ -64,27 +74,35 @@ def save_reconstructions(encoder, X, path):
     return float(np.mean((2 * recon - 2 * X) ** 2))
 
 
-def write_html(out, metrics):
-    rows = "".join(
-        f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(json.dumps(v))}</td></tr>" for k, v in metrics.items()
-    )
-    (out / "index.html").write_text(f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>skcfx demo</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}td{{padding:2px 8px;vertical-align:top}}
-img{{max-width:100%}}</style></head><body>
-<h1>skcfx demo: one counterfactual per mode</h1>
-<p>Digits {POSITIVE[0]} and {POSITIVE[1]} form the positive class. For held-out negatives, DifCluE makes one
-counterfactual per mode of the positive class. Columns: query | one counterfactual per mode | difference maps
-(red brighter, blue darker). Titles give the classifier's probability of the target class.</p>
-<h2>Counterfactuals</h2><img src="counterfactuals.png">
-<h2>Diffusion autoencoder reconstructions</h2><img src="reconstructions.png">
-<h2>Metrics</h2><table>{rows}</table>
-</body></html>
-""")
+def get_encoder(args, X_train):
+    if not args.train:
+        print("[2/6] loading the shipped diffusion autoencoder (DiffAEEncoder.from_pretrained('digits16'))")
+        return DiffAEEncoder.from_pretrained("digits16")
+    print(f"[2/6] training the diffusion autoencoder ({args.max_steps} steps)")
+    return DiffAEEncoder(**{**RECIPE, "max_steps": args.max_steps}, random_state=args.seed, verbose=True).fit(X_train)
 
 
-def main():
-    args = parse_args()
+def oracle_metrics(explainer, explanation, X_train, y_train):
+    """Which digit an SVC trained on the 10 labels reads in each mode's counterfactuals."""
+    oracle = SVC(gamma="scale").fit(X_train.reshape(len(X_train), -1), y_train)
+    mapping, recovery = mode_subclasses(explainer.direction_finder_, y_train, class_label=1)
+    conversion = evaluate_mode_conversion(explanation, lambda im: oracle.predict(im.reshape(len(im), -1)), mapping)
+    return {"mode_to_digit": {str(k): v for k, v in mapping.items()}, "mode_recovery": recovery, **conversion}
+
+
+def write_report(path, explainer, explanation, metrics, X_train, y_train):
+    """The HTML report, with the modes named after the digits they hold."""
+    shown = {key: metrics[key] for key in ("mode_recovery", "classifier_test_accuracy", "reconstruction_mse_pm1",
+                                           "diffae_training_steps")}
+    conversion = metrics["percent_conversion"]
+    shown["percent_conversion"] = {**{f"digit {k}": v for k, v in conversion["per_mode"].items()},
+                                   "mean": conversion["mean"]}
+    explanation.to_html(path, explainer, X=X_train, fine_labels=y_train, label_names=lambda d: f"digit {d}",
+                        class_names=CLASS_NAMES, title="skcfx demo: one counterfactual per mode", metrics=shown)
+
+
+def main(argv=None):
+    args = parse_args(argv)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -92,51 +110,48 @@ def main():
     X, y = load_digits_images(image_size=16)
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, stratify=y, random_state=args.seed)
     yb_train, yb_test = mixed_class_labels(y_train, POSITIVE), mixed_class_labels(y_test, POSITIVE)
-    print(f"[1/5] data: {len(X_train)} train / {len(X_test)} test digits, positive class = {POSITIVE}")
+    print(f"[1/6] data: {len(X_train)} train / {len(X_test)} test digits, class 1 = digits {POSITIVE}")
 
-    print("[2/5] training the diffusion autoencoder")
-    encoder = DiffAEEncoder(max_steps=args.max_steps, batch_size=args.batch_size, random_state=args.seed,
-                            verbose=True).fit(X_train)
+    encoder = get_encoder(args, X_train)
     recon_mse = save_reconstructions(encoder, X_test[:12], out / "reconstructions.png")
 
-    print("[3/5] training the classifier to explain (timm resnet18)")
-    classifier = TimmClassifier("resnet18", max_epochs=args.classifier_epochs, random_state=args.seed,
+    print(f"[3/6] training the classifier to explain (timm {args.classifier}, {args.classifier_epochs} epochs)")
+    classifier = TimmClassifier(args.classifier, max_epochs=args.classifier_epochs, random_state=args.seed,
                                 verbose=True).fit(X_train, yb_train)
     accuracy = float(np.mean(classifier.predict(X_test) == yb_test))
 
-    print("[4/5] finding modes and explaining held-out negatives")
+    print("[4/6] finding modes and explaining held-out other digits")
     explainer = CounterfactualExplainer(
-        encoder=encoder, direction_finder=ModalDirectionFinder(n_modes=2, random_state=args.seed),
-        classifier=classifier, random_state=args.seed, verbose=True,
+        encoder=encoder, direction_finder=ModalDirectionFinder(n_modes=2), classifier=classifier,
+        random_state=args.seed, verbose=True,
     ).fit(X_train, yb_train)
+    print(explainer.direction_finder_.describe_modes(y_train, names=lambda d: f"digit {d}",
+                                                     class_names=dict(enumerate(CLASS_NAMES))))
     queries = X_test[yb_test == 0][: args.n_queries]
     explanation = explainer.explain(queries)
     explanation.save(out / "explanation.npz")
-    explanation.plot(max_queries=10).savefig(out / "counterfactuals.png", dpi=120)
+    explanation.plot(max_queries=10, class_names=CLASS_NAMES).savefig(out / "counterfactuals.png", dpi=120)
 
-    print("[5/5] checking counterfactuals with an independent oracle")
-    oracle = SVC(gamma="scale").fit(X_train.reshape(len(X_train), -1), y_train)
-    mapping, recovery = mode_subclasses(explainer.direction_finder_, y_train, class_label=1)
-    conversion = evaluate_mode_conversion(explanation, lambda im: oracle.predict(im.reshape(len(im), -1)), mapping)
-    metrics = {
-        "task": f"digits {POSITIVE} vs rest, 16x16",
-        "diffae_training_steps": encoder.n_steps_,
-        "diffae_fit_time_s": round(encoder.fit_time_s_, 1),
-        "reconstruction_mse_pm1": round(recon_mse, 4),
-        "classifier_test_accuracy": round(accuracy, 4),
-        "mode_to_digit": {str(k): v for k, v in mapping.items()},
-        "mode_recovery": recovery,
-        **conversion,
-        "n_queries": int(len(queries)),
-        "total_time_s": round(time.perf_counter() - start, 1),
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                    "torch": torch.__version__, "cuda": torch.cuda.is_available()},
-    }
+    print("[5/6] checking counterfactuals with an independent oracle")
+    metrics = {"task": f"digits {POSITIVE} vs rest, 16x16",
+               "diffae": "trained here" if args.train else "shipped (skcfx.pretrained 'digits16')",
+               "diffae_training_steps": encoder.n_steps_, "diffae_fit_time_s": round(encoder.fit_time_s_, 1),
+               "reconstruction_mse_pm1": round(recon_mse, 4),
+               "classifier": f"timm {args.classifier}, {args.classifier_epochs} epochs",
+               "classifier_test_accuracy": round(accuracy, 4),
+               **oracle_metrics(explainer, explanation, X_train, y_train), "n_queries": int(len(queries))}
+
+    print("[6/6] writing the report")
+    write_report(out / "index.html", explainer, explanation, metrics, X_train, y_train)
+    metrics["total_time_s"] = round(time.perf_counter() - start, 1)
+    metrics["machine"] = {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+                          "torch": torch.__version__, "cuda": torch.cuda.is_available()}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    write_html(out, metrics)
-    print(json.dumps({k: metrics[k] for k in ("percent_conversion", "flip_rate", "n_function_evals", "mode_recovery")},
-                     indent=2))
-    print(f"wrote {out}/index.html, counterfactuals.png, reconstructions.png, metrics.json")
+    print(json.dumps({k: metrics[k] for k in ("percent_conversion", "flip_rate", "n_function_evals", "mode_recovery",
+                                              "total_time_s")}, indent=2))
+    print(f"wrote {out.resolve() / 'index.html'} (open it in a browser), counterfactuals.png, reconstructions.png, "
+          "metrics.json, explanation.npz")
+    return explanation
 
 
 if __name__ == "__main__":

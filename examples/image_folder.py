@@ -1,12 +1,13 @@
 """Explain a classifier on your own images stored as ``root/<class>/<image>`` folders.
 
-Without a folder argument, a small folder of digit PNGs is written to a temporary directory first.
+Without a folder argument, a small folder of digit PNGs is written first (to ``OUTPUT/images``).
+Writes ``OUTPUT/counterfactuals.png`` and the report ``OUTPUT/report.html`` and prints where.
+The same as a command line: ``skcfx train`` then ``skcfx explain`` (see ``skcfx --help``).
 
-    python examples/image_folder.py [ROOT] [--image-size 16] [--quick]
+    python examples/image_folder.py [ROOT] [--output image_folder_output] [--image-size 16] [--quick]
 """
 
 import argparse
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -29,12 +30,19 @@ def write_example_folder(root, n_per_class=60):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", nargs="?", help="folder with one sub-folder per class")
+    parser.add_argument("--output", default="image_folder_output", help="where pictures and the report go")
     parser.add_argument("--image-size", type=int, default=16)
     parser.add_argument("--quick", action="store_true", help="tiny settings (a smoke run)")
     args = parser.parse_args(argv)
-    root = Path(args.root) if args.root else write_example_folder(tempfile.mkdtemp())
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.root:
+        root = Path(args.root)
+    else:
+        root = write_example_folder(out / "images")
+        print(f"wrote an example image folder to {root.resolve()}")
     X, y, class_names = load_image_folder(root, args.image_size)
     print(f"{len(X)} images of {X.shape[1:]} in classes {class_names}")
     encoder = DiffAEEncoder(max_steps=10 if args.quick else 1500, encode_steps=4 if args.quick else 20,
@@ -42,8 +50,11 @@ def main(argv=None):
     classifier = TimmClassifier("test_resnet", max_epochs=1 if args.quick else 10, random_state=0)
     explainer = CounterfactualExplainer(encoder=encoder, classifier=classifier, random_state=0).fit(X, y)
     explanation = explainer.explain(X[y == 1][:4])
-    explanation.plot(class_names=class_names).savefig(Path(tempfile.mkdtemp()) / "counterfactuals.png")
+    explanation.plot(class_names=class_names).savefig(out / "counterfactuals.png")
+    pages = explanation.to_html(out / "report.html", explainer, X=X, class_names=class_names,
+                                n_curve_queries=2 if args.quick else 16)
     print(explanation)
+    print(f"wrote {(out / 'counterfactuals.png').resolve()} and {pages[0].resolve()}")
     return explanation
 
 

@@ -11,7 +11,8 @@ CounterfactualExplainer
 
 Subpackages: :mod:`skcfx.classifiers` (TimmClassifier and adapters), :mod:`skcfx.datasets`,
 :mod:`skcfx.metrics`, :mod:`skcfx.methods`, :mod:`skcfx.diffusion` (networks and samplers),
-:mod:`skcfx.protocols` (the papers' evaluation protocols).
+:mod:`skcfx.protocols` (the papers' evaluation protocols), :mod:`skcfx.report` (the HTML report),
+:mod:`skcfx.pretrained` (shipped weights); the command line is :mod:`skcfx.cli` (``python -m skcfx``).
 """
 
 __version__ = "0.1.0"
@@ -30,7 +31,7 @@ __all__ = [
 ]
 
 # Subpackages load on first use (``import skcfx; skcfx.metrics.flip_rate(...)``), as in scikit-learn.
-_SUBMODULES = ("classifiers", "datasets", "diffusion", "methods", "metrics", "protocols")
+_SUBMODULES = ("classifiers", "datasets", "diffusion", "methods", "metrics", "pretrained", "protocols", "report")
 
 
 def __getattr__(name):

@@ -97,6 +97,8 @@ class EncoderPersistence:
         Parameters
         ----------
         path : str or path-like
+            A checkpoint file, or the name of a model shipped with skcfx (e.g. ``'digits16'``,
+            see :func:`skcfx.pretrained.list_pretrained`).
         **params
             Estimator parameters to set (e.g. ``encode_steps=50``, ``device='cpu'``); for skcfx
             files they override the stored ones.
@@ -108,6 +110,11 @@ class EncoderPersistence:
         """
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"path must be a str or path-like, got {type(path).__name__}.")
+        if isinstance(path, str) and not Path(path).exists():
+            from .pretrained import list_pretrained, pretrained_path
+
+            if path in list_pretrained():
+                path = pretrained_path(path)
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"path: no such checkpoint file '{path}'.")

@@ -434,8 +434,11 @@ def _list_class_files(root):
     return classes, files
 
 
-def _to_channels(image, n_channels, dtype):
-    """One loaded image as ``n_channels`` of ``dtype`` (ITU-R 601 luma for RGB -> gray, as Pillow's "L")."""
+def _to_channels(image, n_channels, dtype=np.float32):
+    """One loaded image as ``n_channels`` of ``dtype`` (ITU-R 601 luma for RGB -> gray, as Pillow's "L").
+
+    float32 comes out in [0, 1] whatever :func:`_load_resized` gave (the CLI relies on that).
+    """
     if image.shape[-1] == n_channels and image.dtype == dtype:
         return image
     if image.dtype == dtype == np.uint8 and image.shape[-1] == 1 and n_channels == 3:

@@ -16,7 +16,7 @@ from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from ._image_sources import as_image_source, iter_source_batches, loader_workers
-from ._images import to_numpy, to_tensor
+from ._images import iter_batches, to_numpy, to_tensor
 from ._validation import make_generator, resolve_device, seed_from_random_state
 from .classifiers import TimmClassifier, as_proba_model
 from .encoder import DiffAEEncoder
@@ -25,6 +25,23 @@ from .methods import CounterfactualMethod, ExplainContext, create_method
 from .modes import ModalDirectionFinder
 
 __all__ = ["CounterfactualExplainer"]
+
+
+def _seeded_clone(estimator, random_state):
+    """Clone ``estimator``; every ``random_state`` it leaves unset (nested ones too) gets a seed.
+
+    scikit-learn's ensembles seed their clones the same way. With an integer ``random_state`` on
+    the explainer, whatever it fits is then reproducible, even if the user's estimators were
+    given without a seed.
+    """
+    estimator = clone(estimator)
+    if random_state is None:
+        return estimator
+    unset = [key for key, value in estimator.get_params(deep=True).items()
+             if (key == "random_state" or key.endswith("__random_state")) and value is None]
+    if unset:
+        estimator.set_params(**{key: seed_from_random_state(random_state) for key in unset})
+    return estimator
 
 
 def _is_fitted(estimator):
@@ -73,7 +90,10 @@ class CounterfactualExplainer(BaseEstimator):
     device : {'auto', 'cpu', 'cuda', 'cuda:N'}, default='auto'
         Where explanations are computed; ``'auto'`` follows the encoder's device.
     random_state : int, RandomState instance or None, default=None
-        Seeds the encoder and finder fitted here and every random draw of :meth:`explain`.
+        Seeds every random draw of :meth:`explain` and every estimator fitted here (encoder,
+        direction finder, classifier, and estimators nested in them) whose own ``random_state``
+        is None, as scikit-learn's ensembles do with their clones; an int makes :meth:`fit` and
+        :meth:`explain` reproducible on the CPU. Estimators given with a ``random_state`` keep it.
     verbose : bool, default=False
         Progress bars.
 
@@ -146,9 +166,7 @@ class CounterfactualExplainer(BaseEstimator):
         encoder = self.encoder if self.encoder is not None else DiffAEEncoder(random_state=self.random_state)
         if _is_fitted(encoder):
             return encoder
-        encoder = clone(encoder)
-        if encoder.random_state is None and self.random_state is not None:
-            encoder.set_params(random_state=self.random_state)
+        encoder = _seeded_clone(encoder, self.random_state)
         if self.verbose and not encoder.verbose:
             encoder.set_params(verbose=True)
         return encoder.fit(X)
@@ -164,12 +182,13 @@ class CounterfactualExplainer(BaseEstimator):
             return clf
         if _is_fitted(clf):
             return clf
+        clf = _seeded_clone(clf, self.random_state)
         # Fitting a classifier needs the images in memory (pass a fitted one for large collections).
         X = X.numpy(range(len(X)))
         if isinstance(clf, TimmClassifier):
-            return clone(clf).fit(X, y)
+            return clf.fit(X, y)
         # Other scikit-learn classifiers see flattened pixels (the adapter's convention).
-        return clone(clf).fit(X.reshape(X.shape[0], -1), y)
+        return clf.fit(X.reshape(X.shape[0], -1), y)
 
     def _latents_and_predictions(self, source, encoder, proba_model):
         """One pass over ``source``: semantic latents and the classifier's predicted class index."""
@@ -191,7 +210,7 @@ class CounterfactualExplainer(BaseEstimator):
                     f"but the encoder produces {Z.shape[1]}."
                 )
             return finder
-        return clone(finder).fit(Z, labels)
+        return _seeded_clone(finder, self.random_state).fit(Z, labels)
 
     def fit(self, X, y):
         """Fit what is not fitted yet: encoder, classifier, direction finder, method.
@@ -322,29 +341,90 @@ class CounterfactualExplainer(BaseEstimator):
         """
         check_is_fitted(self, "method_")
         start = time.perf_counter()
+        images, original_proba, targets = self._prepare_queries(X, target_class)
+        parts, nfe_total = self._generate(self.method_, images, targets, desc=f"explain ({self.method_.name})")
+        return self._assemble(images, original_proba, targets, parts, nfe_total, time.perf_counter() - start)
+
+    def importance_curve(self, X, alphas=None, target_class=None):
+        """Classifier probability of the target class against the step along each mode's direction.
+
+        Every query is decoded at each step of ``alphas`` along the direction of each of its
+        counterfactual slots (the directions :meth:`explain` uses), as a fixed-step DifCluE
+        would, and the classifier reads the result: how fast each mode's change convinces it.
+        Costs one inversion and one decode per query, slot and step.
+
+        Parameters
+        ----------
+        X : images
+            Queries, of the size the explainer was fitted on.
+        alphas : array-like of shape (n_steps,), default=None
+            Steps, in the units of ``CounterfactualExplanation.alphas``; default ``0, 0.5, ..., 4``.
+        target_class : label, array-like of shape (n,) or None, default=None
+            As in :meth:`explain`; the slots are laid out the same way.
+
+        Returns
+        -------
+        curve : dict
+            ``'alphas'`` (n_steps,); ``'proba'`` (n, k, n_steps): probability of each slot's target
+            class (NaN for slots without one); ``'mode_ids'`` and ``'cf_target_class'`` (n, k),
+            as in the explanation.
+        """
+        check_is_fitted(self, "method_")
+        if "alpha" not in self.method_.get_params():
+            raise ValueError(f"importance_curve needs a method that steps along mode directions ('difclue'); "
+                             f"this explainer uses {self.method_.name!r}.")
+        alphas = np.linspace(0.0, 4.0, 9) if alphas is None else np.asarray(alphas, dtype=np.float64)
+        if alphas.ndim != 1 or alphas.size == 0 or not np.isfinite(alphas).all():
+            raise ValueError(f"alphas must be a non-empty 1-D array of finite steps, got {alphas!r}.")
+        images, original_proba, targets = self._prepare_queries(X, target_class)
+        curves = []
+        for alpha in alphas:
+            method = copy.deepcopy(self.method_).set_params(alpha=float(alpha))
+            parts, nfe = self._generate(method, images, targets, desc=f"importance curve (alpha {alpha:g})")
+            step = self._assemble(images, original_proba, targets, parts, nfe, 0.0)
+            column = np.clip(step.cf_target_class, 0, None)[..., None]
+            p_target = np.take_along_axis(step.cf_proba, column, axis=2)[..., 0]
+            curves.append(np.where(step.cf_target_class >= 0, p_target, np.nan))
+        return {"alphas": alphas, "proba": np.stack(curves, axis=-1), "mode_ids": step.mode_ids,
+                "cf_target_class": step.cf_target_class}
+
+    def _prepare_queries(self, X, target_class):
+        """The queries (read a batch at a time), the classifier's probabilities on them, the targets.
+
+        Files are decoded batch by batch straight into the one array the explanation returns
+        (``images``); explicit targets are checked before any file is read.
+        """
         source = as_image_source(X, name="X", image_shape=self.image_shape_)
-        fixed = None if target_class is None else self._resolve_targets(target_class, np.zeros((len(source), 1)))
+        if target_class is not None:
+            self._resolve_targets(target_class, np.zeros((len(source), len(self.classes_))))
+        images = np.empty((len(source), *self.image_shape_), dtype=np.float32)
+        proba = []
+        workers = loader_workers(source, getattr(self.encoder_, "num_workers", "auto"))
+        for sl, batch in iter_source_batches(source, self.batch_size, num_workers=workers):
+            images[sl] = batch
+            proba.append(self.proba_model_.predict_proba(batch))
+        original_proba = np.concatenate(proba)
+        targets = self._resolve_targets(target_class, original_proba)
+        if self.method_.needs_directions:
+            self._check_targets_have_modes(targets)
+        return images, original_proba, targets
+
+    def _generate(self, method, images, targets, desc):
+        """Run ``method`` over the queries in batches; returns the per-batch parts and total NFE."""
         generator = make_generator(seed_from_random_state(self.random_state), self.device_)
         context = self._context(self.encoder_, self.direction_finder_, self.proba_model_, self.device_,
                                 self.classes_, generator)
         parts, nfe_total = [], 0.0
-        batches = iter_source_batches(source, self.batch_size,
-                                      num_workers=loader_workers(source, self.encoder_.num_workers))
-        n_batches = -(-len(source) // self.batch_size)
-        for sl, images in tqdm(batches, total=n_batches, desc=f"explain ({self.method_.name})",
-                               disable=not self.verbose):
-            proba = self.proba_model_.predict_proba(images)
-            targets = self._resolve_targets(None, proba) if fixed is None else fixed[sl]
-            if self.method_.needs_directions:
-                self._check_targets_have_modes(targets)
-            out = self.method_.generate(context, to_tensor(images, self.device_), targets)
-            cfs = to_numpy(out.counterfactuals.flatten(0, 1)).reshape(out.counterfactuals.shape[:2] + images.shape[1:])
-            parts.append((cfs, out.cf_target, out.alphas, out.mode_ids, out.info, images, proba, targets))
-            nfe_total += out.n_function_evals
-        images = np.concatenate([p[5] for p in parts])
-        original_proba = np.concatenate([p[6] for p in parts])
-        targets = np.concatenate([p[7] for p in parts])
-        return self._assemble(images, original_proba, targets, parts, nfe_total, time.perf_counter() - start)
+        with tqdm(total=images.shape[0], desc=desc, unit="image", disable=not self.verbose) as progress:
+            for sl in iter_batches(images.shape[0], self.batch_size):
+                x_0 = to_tensor(images[sl], self.device_)
+                out = method.generate(context, x_0, targets[sl])
+                shape = out.counterfactuals.shape[:2] + images.shape[1:]
+                parts.append((to_numpy(out.counterfactuals.flatten(0, 1)).reshape(shape),
+                              out.cf_target, out.alphas, out.mode_ids, out.info))
+                nfe_total += out.n_function_evals
+                progress.update(x_0.shape[0])
+        return parts, nfe_total
 
     def _check_targets_have_modes(self, targets):
         finder_classes = set(np.asarray(self.direction_finder_.classes_).tolist())

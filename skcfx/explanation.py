@@ -243,6 +243,22 @@ class CounterfactualExplanation:
         ax.set_xticks([])
         ax.set_yticks([])
 
+    # ------------------------------------------------------------------ report
+    def to_html(self, path, explainer=None, **kwargs):
+        """Write a report a person reads: an HTML page per ``queries_per_page`` queries.
+
+        Shorthand for :func:`skcfx.report.save_report` (see there for ``kwargs``); pass the fitted
+        ``explainer`` to add the named modes, the importance curves and the latent map.
+
+        Returns
+        -------
+        list of pathlib.Path
+            The pages written, ``path`` first.
+        """
+        from .report import save_report
+
+        return save_report(path, self, explainer, **kwargs)
+
     # ------------------------------------------------------------------ persistence
     def save(self, path):
         """Save to a compressed ``.npz`` file (no pickle inside; safe to load from others).

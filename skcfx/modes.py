@@ -26,7 +26,9 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, validate_data
 
-__all__ = ["ModalDirectionFinder"]
+from ._mode_summary import ModeSummary, summarise_modes
+
+__all__ = ["ModalDirectionFinder", "ModeSummary"]
 
 # 'auto' accepts K > 1 modes only when the best silhouette beats the best silhouettes that K-means
 # reaches on single Gaussians with the class's own mean and covariance by this relative margin AND
@@ -296,15 +298,14 @@ class ModalDirectionFinder(TransformerMixin, BaseEstimator):
     are clustered with ``n_init``; this costs about ``9 * (max_modes - 1)`` extra K-means fits
     per class (about 2.5 s per class of 1000 latents of dimension 512 on one CPU core).
 
-    Measured on Gaussian blobs whose centres are 6 noise standard deviations apart (5 seeds
-    each, 2, 16, 64 and 512 dimensions): a single blob, isotropic or anisotropic, got 1 mode in
-    80 of 80 fits with 60 or 300 points; with 300 points, 2 and 3 isotropic blobs got the right
-    ``K`` in 38 of 40 fits; with 60 points in 2 to 64 dimensions, 27 of 30. In a further 288
-    single-mode classes (Gaussian, correlated Gaussian and uniform; 40 or 150 points; 2 to 512
-    dimensions) 2 got 2 modes, both with 40 points in 64 or 512 dimensions, where silhouettes
-    are mostly noise. Weaker structure (blobs only 3 standard deviations apart along their long
-    axis, or 60 points in 512 dimensions, where K-means cannot find the blobs either) is mostly
-    reported as one mode: the rule prefers too few modes to too many.
+    Measured by ``benchmarks/modes_auto_blobs.py`` (5 seeds each, 2, 16, 64 and 512 dimensions,
+    blob centres 6 noise standard deviations apart): a single blob, isotropic or anisotropic,
+    got 1 mode in 79 of 80 fits with 60 or 300 points (the miss: 300 anisotropic points in 512
+    dimensions); with 300 points, 2 and 3 isotropic blobs got the right ``K`` in 40 of 40 fits;
+    with 60 points in 2 to 64 dimensions, 27 of 30 (the misses were reported as one mode). In a
+    further 288 single-mode classes (Gaussian, correlated Gaussian and uniform; 40 or 150
+    points; 2 to 512 dimensions; 12 seeds) 3 got 2 modes, two of them with 40 points in 512
+    dimensions, where silhouettes are mostly noise. The rule prefers too few modes to too many.
 
     References
     ----------
@@ -579,3 +580,41 @@ class ModalDirectionFinder(TransformerMixin, BaseEstimator):
         _check_feature_names_in(self, input_features, generate_names=False)
         names = [f"mode_{c}_{j}" for c, j in zip(self.mode_class_, self.mode_index_)]
         return np.asarray(names, dtype=object)
+
+    def describe_modes(self, fine_labels=None, names=None, class_names=None):
+        """Name every mode after what it holds: its class, size and, given finer labels, content.
+
+        Parameters
+        ----------
+        fine_labels : array-like of shape (n_samples,) or dict of str -> array-like, default=None
+            What is known about each training latent (in the order given to :meth:`fit`) beyond its
+            class: one label each (e.g. the digit, when the class is "1 or 7"), or named binary
+            attributes (``{'color_is_red': bool array, ...}``). A mode is then named after its most
+            common label, or its most frequent attribute, with that share.
+        names : dict or callable, default=None
+            Display name of a fine label or attribute (a dict lookup or a function, e.g.
+            ``lambda d: f"digit {d}"``); default ``str(label)``.
+        class_names : dict or callable, default=None
+            Display name of a class label, the same way; default ``str(label)``.
+
+        Returns
+        -------
+        ModeSummary
+            A list with one dict per mode (``'mode'``, ``'letter'``, ``'name'``, ``'summary'``,
+            ``'class'``, ``'index'``, ``'size'``, ``'share_of_class'``, ``'content'``: (label,
+            share) pairs, most common first); ``print`` shows one line per mode, e.g.
+            ``mode A (class 1, 613 latents, 51% of the class): mostly digit 1 (94%), digit 7 (6%)``.
+            A mode is "mostly" its top label when that holds at least half of it, else "mixed".
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> Z = np.array([[0., 0.], [0., 1.], [5., 5.], [5., 6.], [-5., 5.], [-5., 6.]])
+        >>> finder = ModalDirectionFinder(n_modes=2, classes=[1], random_state=0).fit(Z, [0, 0, 1, 1, 1, 1])
+        >>> digit = np.array([0, 0, 4, 4, 9, 9])
+        >>> sorted(m["name"] for m in finder.describe_modes(digit, names=lambda d: f"digit {d}"))
+        ['mode A: mostly digit 4 (100%)', 'mode B: mostly digit 9 (100%)']
+        """
+        check_is_fitted(self)
+        return summarise_modes(self.modes_, self.labels_, fine_labels, names, class_names)
+

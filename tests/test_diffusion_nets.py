@@ -23,6 +23,8 @@ from skcfx.diffusion.nets import DiffAEConfig, DiffAENet, GroupNorm32, timestep_
 REFERENCE_DIR = Path(os.environ.get(
     "SKCFX_REFERENCE_DIR", Path(__file__).resolve().parents[2] / "shared" / "reference"))
 FFHQ128_KEYS = REFERENCE_DIR / "diffae_ffhq128_state_dict_keys.txt"
+if not FFHQ128_KEYS.is_file():  # tests/data ships a copy of the published key list
+    FFHQ128_KEYS = Path(__file__).resolve().parent / "data" / "diffae_ffhq128_state_dict_keys.txt"
 
 MICRO = DiffAEConfig(image_size=8, in_channels=2, model_channels=8, channel_mult=(1, 2),
                      enc_channel_mult=(1, 2, 2), attention_resolutions=(4,), embed_channels=16,

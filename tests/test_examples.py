@@ -18,8 +18,9 @@ def _load(name):
 
 @pytest.mark.slow  # each example trains small models end to end (~20 s)
 @pytest.mark.parametrize("name", ["pipeline_joblib", "timm_module", "image_folder"])
-def test_example_runs(name):
-    e = _load(name).main(["--quick"])
+def test_example_runs(name, tmp_path, capsys):
+    argv = ["--quick"] + (["--output", str(tmp_path)] if name == "image_folder" else [])
+    e = _load(name).main(argv)
     k = e.n_counterfactuals
     assert e.counterfactuals.shape[:2] == (4, k) and k >= 1
     assert e.success.shape == (4, k)
@@ -32,6 +33,10 @@ def test_example_runs(name):
     np.testing.assert_allclose(e.cf_proba.sum(axis=2), 1.0, atol=1e-5)
     np.testing.assert_array_equal(e.target_class, 1 - e.original_proba.argmax(axis=1))  # binary tasks
     assert e.n_function_evals > 0
+    if name == "image_folder":  # it says where it wrote, and wrote there
+        out = capsys.readouterr().out
+        for written in ("images", "counterfactuals.png", "report.html"):
+            assert (tmp_path / written).exists() and str((tmp_path / written).resolve()) in out
 
 
 @pytest.mark.slow  # trains a 16 px DiffAE for 20 steps (~20 s)

@@ -333,6 +333,44 @@ def test_source_contrast_directions_separate_the_mode_from_each_source_cluster(t
     assert rest.method_.source_directions_ == {}
 
 
+def test_importance_curve_follows_the_fixed_step_counterfactuals(task, fitted_tiny_encoder, pixel_classifier):
+    X, y, Xq, _ = task
+    fixed = CounterfactualExplainer(encoder=fitted_tiny_encoder, classifier=pixel_classifier,
+                                    direction_finder=ModalDirectionFinder(n_modes=2, random_state=0),
+                                    method=DifCluE(alpha=0.4), random_state=0).fit(X, y)
+    e = fixed.explain(Xq[:4])
+    curve = fixed.importance_curve(Xq[:4], alphas=[0.0, 0.4])
+    assert curve["proba"].shape == (4, 2, 2)
+    np.testing.assert_array_equal(curve["mode_ids"], e.mode_ids)
+    p_target = np.take_along_axis(e.cf_proba, e.cf_target_class[..., None], axis=2)[..., 0]
+    np.testing.assert_allclose(curve["proba"][..., 1], p_target, atol=1e-6)
+    # the fitted method is not changed by the curve
+    assert fixed.method_.alpha == 0.4
+    with pytest.raises(ValueError, match="alphas"):
+        fixed.importance_curve(Xq[:2], alphas=[np.nan])
+
+
+def test_importance_curve_needs_a_stepping_method(task, fitted_tiny_encoder, pixel_classifier):
+    from skcfx.methods import DiME
+
+    X, y, Xq, _ = task
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 2))
+    ex = CounterfactualExplainer(encoder=fitted_tiny_encoder, classifier=net,
+                                 method=DiME(respacing=10, tau=2, perceptual=None), random_state=0).fit(X[:64], y[:64])
+    with pytest.raises(ValueError, match="difclue"):
+        ex.importance_curve(Xq[:2])
+
+
+def test_explain_progress_counts_images(explainer, task, capsys):
+    import copy
+
+    _, _, Xq, _ = task
+    verbose = copy.deepcopy(explainer).set_params(verbose=True, batch_size=4)
+    verbose.explain(Xq[:6])
+    err = capsys.readouterr().err
+    assert "6/6" in err and "image" in err
+
+
 def test_method_accepts_every_registered_name(task, fitted_tiny_encoder, pixel_classifier):
     from skcfx.methods import CounterfactualMethod, MethodOutput, list_methods, register_method
     from skcfx.methods.base import _REGISTRY

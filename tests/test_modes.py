@@ -238,3 +238,29 @@ def test_wrong_width_after_fit_raises():
     for method in (finder.transform, finder.predict, finder.mode_logits):
         with pytest.raises(ValueError, match="5 features"):
             method(Z[:, :3])
+
+
+# ----------------------------------------------------------------------------- describe_modes
+
+
+def test_describe_modes_names_each_mode_after_its_fine_labels():
+    rng = np.random.RandomState(0)
+    centres = {1: (8.0, 0.0), 7: (-8.0, 0.0), 0: (0.0, 8.0)}
+    digit = np.repeat([1, 7, 0], [60, 40, 50])
+    Z = np.array([centres[d] for d in digit]) + rng.normal(size=(len(digit), 2))
+    y = np.isin(digit, [1, 7]).astype(int)
+    finder = ModalDirectionFinder(n_modes=2, classes=[1], random_state=0).fit(Z, y)
+    summary = finder.describe_modes(digit, names={1: "digit 1", 7: "digit 7"})
+    assert [m["letter"] for m in summary] == ["A", "B"]
+    # mode 0 is the larger one: the 60 ones
+    assert summary[0]["name"] == "mode A: mostly digit 1 (100%)"
+    assert summary[1]["name"] == "mode B: mostly digit 7 (100%)"
+    assert summary[0]["size"] == 60 and summary[0]["share_of_class"] == pytest.approx(0.6)
+    assert str(summary).splitlines()[1] == "mode B (class 1, 40 latents, 40% of the class): mostly digit 7 (100%)"
+    # without fine labels: class and share only; with attributes: the most frequent one
+    assert finder.describe_modes()[1]["name"] == "mode B: class 1, 40% of it"
+    assert finder.describe_modes(class_names={1: "1 or 7"})[1]["name"] == "mode B: class 1 or 7, 40% of it"
+    attrs = {"wide": digit == 1, "tall": digit != 0}
+    assert finder.describe_modes(attrs)[1]["content"] == [("tall", 1.0), ("wide", 0.0)]
+    with pytest.raises(ValueError, match="fine_labels"):
+        finder.describe_modes(digit[:-1])

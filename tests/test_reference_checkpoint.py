@@ -1,10 +1,14 @@
 """skcfx reproduces the published Diffusion Autoencoders implementation numerically.
 
-``diffae_tiny32/last.ckpt`` is a checkpoint in the published Lightning format with
-random (non-zero) weights and ``reference_io.pt`` holds what the published code
-computes with its EMA weights. Matching every tensor proves that the network,
-its weight layout, the schedule, respacing, DDIM inversion and DDIM decoding are
-the real thing.
+Each fixture is a checkpoint in the published Lightning format (``last.ckpt``) with
+random (non-zero) weights plus ``reference_io.pt``, what the published code computes
+with its EMA weights. Matching every tensor proves that the network, its weight
+layout, the schedule, respacing, DDIM inversion and DDIM decoding are the real thing.
+
+``tests/data/diffae_tiny16`` (16x16 RGB, 3 MB) ships with the project, so these tests
+run everywhere; ``diffae_tiny32`` (32x32 RGB, 11 MB) is checked too when the
+project's reference folder is there (``../shared/reference`` beside the clone, or
+``SKCFX_REFERENCE_DIR``).
 
 Tolerance: ``atol = rtol = 1e-4``. Single network calls agree to about 1e-6; the
 10-step decode amplifies float32 round-off to about 1e-4 (the float64 result of
@@ -29,16 +33,35 @@ from skcfx.diffusion.schedule import Schedule
 
 REFERENCE_DIR = Path(os.environ.get(
     "SKCFX_REFERENCE_DIR", Path(__file__).resolve().parents[2] / "shared" / "reference"))
-FIXTURE = REFERENCE_DIR / "diffae_tiny32"
+SHIPPED = Path(__file__).resolve().parent / "data" / "diffae_tiny16"
+FIXTURES = {"tiny16": SHIPPED, "tiny32": REFERENCE_DIR / "diffae_tiny32"}
+# The architecture of each fixture (from the reference README), as DiffAEConfig fields.
+ARCHITECTURES = {
+    "tiny16": dict(image_size=16, in_channels=3, model_channels=32, channel_mult=(1, 1),
+                   enc_channel_mult=(1, 1, 1), attention_resolutions=(8,), num_res_blocks=1,
+                   enc_num_res_blocks=1, embed_channels=32, latent_dim=32),
+    "tiny32": dict(image_size=32, in_channels=3, model_channels=32, channel_mult=(1, 2),
+                   enc_channel_mult=(1, 2, 2), attention_resolutions=(16,), num_res_blocks=2,
+                   enc_num_res_blocks=2, embed_channels=64, latent_dim=64),
+}
 TOL = dict(atol=1e-4, rtol=1e-4)
 
 
+@pytest.fixture(scope="module", params=sorted(FIXTURES))
+def fixture_dir(request):
+    folder = FIXTURES[request.param]
+    if not (folder / "last.ckpt").is_file() or not (folder / "reference_io.pt").is_file():
+        if folder == SHIPPED:
+            pytest.fail(f"the shipped reference fixture is missing from {folder}")
+        pytest.skip(f"reference fixture not found in {folder} (set SKCFX_REFERENCE_DIR)")
+    return request.param, folder
+
+
 @pytest.fixture(scope="module")
-def reference():
-    if not (FIXTURE / "last.ckpt").is_file() or not (FIXTURE / "reference_io.pt").is_file():
-        pytest.skip(f"reference fixture not found in {FIXTURE} (set SKCFX_REFERENCE_DIR)")
-    net, info = load_published_checkpoint(FIXTURE / "last.ckpt")
-    return net, info, torch.load(FIXTURE / "reference_io.pt", weights_only=True)
+def reference(fixture_dir):
+    _, folder = fixture_dir
+    net, info = load_published_checkpoint(folder / "last.ckpt")
+    return net, info, torch.load(folder / "reference_io.pt", weights_only=True)
 
 
 def _assert_matches(actual, expected, mean_tol):
@@ -49,18 +72,31 @@ def _assert_matches(actual, expected, mean_tol):
 # ---------------------------------------------------------------------------
 # The fixture
 
-def test_loader_reads_the_published_format(reference):
+def test_shipped_fixture_is_the_reference_one():
+    # tests/data holds a copy of the project's reference fixture: same bytes when both are here.
+    original = REFERENCE_DIR / "diffae_tiny16"
+    if not original.is_dir():
+        pytest.skip(f"no reference folder at {original} to compare the shipped copy with")
+    for name in ("last.ckpt", "reference_io.pt"):
+        assert (SHIPPED / name).read_bytes() == (original / name).read_bytes(), name
+
+
+def test_loader_reads_the_published_format(reference, fixture_dir):
     net, info, _ = reference
+    name, _ = fixture_dir
     assert info["format"] == "published" and info["weights"] == "ema"
     assert not net.training and net.config.null_latent is False
-    # The fixture has exactly the architecture registered as 'tiny32'.
-    assert net.config == get_config("tiny32")
+    config = net.config.to_dict()
+    assert {key: config[key] for key in ARCHITECTURES[name]} == {
+        key: list(v) if isinstance(v, tuple) else v for key, v in ARCHITECTURES[name].items()}
+    if name == "tiny32":  # the fixture has exactly the architecture registered as 'tiny32'
+        assert net.config == get_config("tiny32")
     assert info["hyper_parameters"]["beta_scheduler"] == "linear" and info["ignored_keys"] == []
 
 
-def test_ema_weights_are_the_ones_loaded(reference):
+def test_ema_weights_are_the_ones_loaded(reference, fixture_dir):
     net, _, _ = reference
-    state = torch.load(FIXTURE / "last.ckpt", weights_only=True)["state_dict"]
+    state = torch.load(fixture_dir[1] / "last.ckpt", weights_only=True)["state_dict"]
     for key, value in net.state_dict().items():
         assert torch.equal(value, state["ema_model." + key]), key
 
@@ -92,8 +128,8 @@ def test_ddim_inversion_and_decoding(reference):
     assert model.n_calls == 10 + 10 + 5
 
 
-def test_load_checkpoint_detects_the_published_format(reference):
-    net, info = load_checkpoint(FIXTURE / "last.ckpt")
+def test_load_checkpoint_detects_the_published_format(reference, fixture_dir):
+    net, info = load_checkpoint(fixture_dir[1] / "last.ckpt")
     assert info["format"] == "published" and net.config == reference[0].config
 
 

@@ -624,6 +624,33 @@ def test_difclue_counterfactuals_are_reproducible(fitted_tiny_encoder, pixel_clf
     _assert_same_explanations(a, pickle.loads(pickle.dumps(ex)).explain(task.Xq[:3]))
 
 
+def test_explainer_seeds_the_estimators_it_fits(fitted_tiny_encoder, task):
+    # The README's Quick start passes ModalDirectionFinder(n_modes=2) without a seed: the
+    # explainer's random_state must seed it (and an unseeded classifier, nested ones included),
+    # as scikit-learn's ensembles do with their clones, leaving the user's objects untouched.
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    finder = ModalDirectionFinder(n_modes=2, n_init=1)
+    classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=200, solver="saga", tol=1e-2))
+
+    def run():
+        return CounterfactualExplainer(encoder=fitted_tiny_encoder, direction_finder=finder, classifier=classifier,
+                                       method=DifCluE(alpha=0.3), random_state=5).fit(task.X, task.y)
+
+    a, b = run(), run()
+    assert a.direction_finder_.random_state == 5
+    assert a.classifier_.get_params()["logisticregression__random_state"] == 5
+    assert finder.random_state is None and classifier.get_params()["logisticregression__random_state"] is None
+    np.testing.assert_array_equal(a.direction_finder_.labels_, b.direction_finder_.labels_)
+    np.testing.assert_array_equal(a.direction_finder_.directions_, b.direction_finder_.directions_)
+    # A seed the user chose is kept.
+    kept = CounterfactualExplainer(encoder=fitted_tiny_encoder, classifier=classifier, method=DifCluE(alpha=0.3),
+                                   direction_finder=ModalDirectionFinder(n_modes=2, random_state=3),
+                                   random_state=5).fit(task.X, task.y)
+    assert kept.direction_finder_.random_state == 3
+
+
 @pytest.mark.parametrize("method_cls", [DiME, FastDiME])
 def test_guided_counterfactuals_follow_random_state(method_cls, fitted_tiny_encoder, pixel_net, task):
     def run(random_state, global_seed):
