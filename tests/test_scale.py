@@ -218,8 +218,8 @@ def test_a_published_checkpoint_clones_to_its_architecture():
     import os
     from pathlib import Path
 
-    root = Path(os.environ.get("SKCFX_REFERENCE_DIR", Path(__file__).resolve().parents[2] / "shared" / "reference"))
-    path = root / "diffae_tiny16" / "last.ckpt"
+    root = Path(os.environ.get("SKCFX_REFERENCE_DIR", Path(__file__).resolve().parent / "data"))
+    path = root / "diffae_tiny16" / "last.ckpt"  # shipped in tests/data
     if not path.is_file():
         pytest.skip(f"reference fixture not found at {path} (set SKCFX_REFERENCE_DIR)")
     loaded = DiffAEEncoder.from_pretrained(path, device="cpu")
