@@ -102,6 +102,69 @@ def memory_section(r):
             f"the returned arrays themselves are {large['result_mb']:.0f} MB)."]
 
 
+def memory_fit_section(r):
+    s = r["settings"]
+    small_n, large_n = s["sizes"]
+    lines = [f"**Memory of `fit` on image files** (`benchmarks/memory_fit.py`; {_machine(r)}): peak resident "
+             f"memory of a {s['steps']}-step fit on {small_n:,} vs {large_n:,} {s['image']} files, each in a fresh "
+             f"process; the {large_n - small_n:,} extra images would take {r['extra_images_float32_mb']:.0f} MB "
+             "as float32 (goals: ratio <= 1.1, extra < 1/4 of that).", "",
+             "| input to fit | peak MB, small | peak MB, large | ratio | extra MB (share of float32) | goals met |",
+             "|---|---|---|---|---|---|"]
+    labels = {"folder": "folder path (streamed)", "paths": "list of paths (streamed)",
+              "array": "uint8 array (load_image_folder)", "baseline_paths": f"list of paths, before ({s.get('baseline_commit')})"}
+    for name, row in r["results"].items():
+        small, large = row["rows"][0], row["rows"][-1]
+        met = "yes" if row["goal_ratio_met"] and row["goal_extra_met"] else "no"
+        lines.append(f"| {labels.get(name, name)} | {small['peak_rss_mb']:.0f} | {large['peak_rss_mb']:.0f} | "
+                     f"{row['peak_ratio']:.2f} | {row['extra_mb']:.0f} ({row['extra_over_float32_of_extra_images']:.2f}) | "
+                     f"{met} |")
+    lines += ["", f"Most of the peak is the model's training step itself (the default {s['image'].split()[0]} "
+              f"DiffAE, batch {s['batch_size']}), the same for every input."]
+    return lines
+
+
+def train_speed_section(r):
+    s = r["settings"]
+    lines = [f"**Training and inference speed on this CPU** (`benchmarks/train_speed.py`; {_machine(r)}): "
+             f"default RGB architectures, batch {s['batch_size']}, one torch thread; inference with "
+             f"{r['rows'][0]['ddim_steps']} DDIM steps. The machine was shared with other jobs whose load "
+             "changed between runs: compare rows within one table, not across tables.", "",
+             "| px | parameters | train img/s | encode img/s | invert img/s | decode img/s |", "|---|---|---|---|---|---|"]
+    for row in r["rows"]:
+        lines.append(f"| {row['image_size']} | {row['n_parameters'] / 1e6:.2f}M | {row['train_images_per_s']:.1f} | "
+                     f"{row['encode_images_per_s']:.0f} | {row['invert_images_per_s']:.1f} | "
+                     f"{row['decode_images_per_s']:.1f} |")
+    if r.get("ddp"):
+        lines += ["", f"DDP on the CPU ({s['ddp_image_size']} px, global batch {s['batch_size']}, gloo):", "",
+                  "| processes x threads | train img/s | s/step |", "|---|---|---|"]
+        for row in r["ddp"]:
+            lines.append(f"| {row['processes']} x {row['threads_per_process']} | {row['train_images_per_s']:.1f} | "
+                         f"{row['s_per_step']:.2f} |")
+    bf16 = r.get("bf16_inference_digits16")
+    if bf16:
+        fp32, low = bf16["rows"]
+        lines += ["", f"bf16 autocast in inference (CPU autocast; the cached 16 px digits DiffAE, {bf16['n_images']} "
+                  f"held-out images, {bf16['ddim_steps']} DDIM steps): reconstruction MSE {low['reconstruction_mse']:.5f} "
+                  f"vs {fp32['reconstruction_mse']:.5f} in fp32, {low['mse_to_fp32_reconstruction']:.1e} between the "
+                  f"two reconstructions; {low['images_per_s']:.1f} vs {fp32['images_per_s']:.1f} img/s."]
+    return lines
+
+
+def gpu_speed_section(r):
+    lines = [f"**GPU speed** (`benchmarks/gpu_speed.py`; {r.get('gpu')}, {r['date']}): ffhq128 architecture.", "",
+             "| px | precision | compile | train img/s | encode img/s | invert img/s | decode img/s | train peak GB |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in r["rows"]:
+        if "error" in row:
+            lines.append(f"| {row['image_size']} | {row['precision']} | {row['compile']} | out of memory | | | | |")
+            continue
+        lines.append(f"| {row['image_size']} | {row['precision']} | {row['compile']} | {row['train_images_per_s']:.0f} | "
+                     f"{row['encode_images_per_s']:.0f} | {row['invert_images_per_s']:.1f} | "
+                     f"{row['decode_images_per_s']:.1f} | {row['train_peak_gpu_memory_gb']:.1f} |")
+    return lines
+
+
 def shapes_section(r):
     lines = [f"**Shapes protocol** (`benchmarks/shapes_protocol.py`; {_machine(r)}):", ""]
     lines += r.get("readme_lines", ["(see benchmarks/results/shapes_protocol.json)"])
@@ -112,7 +175,9 @@ def main():
     sections = []
     for name, fn in (("diffae_digits", diffae_section), ("difclue_digits", difclue_section),
                      ("compare_methods", compare_section), ("latent_dropout_cost", dropout_section),
-                     ("memory_explain", memory_section), ("shapes_protocol", shapes_section)):
+                     ("memory_explain", memory_section), ("shapes_protocol", shapes_section),
+                     ("memory_fit", memory_fit_section), ("train_speed", train_speed_section),
+                     ("gpu_speed", gpu_speed_section)):
         result = _load(name)
         if result is not None:
             sections.append("\n".join(fn(result)))

@@ -3,26 +3,28 @@
 from __future__ import annotations
 
 import copy
-import json
+import dataclasses
+import math
 import numbers
 import os
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
-from . import __version__
-from ._images import check_images, iter_batches, to_numpy, to_tensor
+from ._encoder_io import EncoderPersistence
+from ._image_sources import as_image_source, iter_source_batches, loader_workers
+from ._images import iter_batches, to_numpy, to_tensor
 from ._validation import check_latents, make_generator, resolve_device, seed_from_random_state, seeded_torch
-from .diffusion import checkpoints, training
+from .diffusion import checkpoints, distributed, training
 from .diffusion.model import DiffAE
-from .diffusion.nets import DiffAENet
+from .diffusion.nets import DiffAEConfig, DiffAENet
+from .diffusion.precision import PRECISIONS, resolve_precision
 
 __all__ = ["DiffAEEncoder"]
 
@@ -49,7 +51,7 @@ def _check_noise(noise, shape):
     return arr.astype(np.float32, copy=True)
 
 
-class DiffAEEncoder(TransformerMixin, BaseEstimator):
+class DiffAEEncoder(EncoderPersistence, TransformerMixin, BaseEstimator):
     """Diffusion autoencoder: a semantic encoder plus a conditional DDIM decoder.
 
     Implements Diffusion Autoencoders (Preechakul et al., CVPR 2022): an image ``x_0`` is encoded
@@ -107,7 +109,32 @@ class DiffAEEncoder(TransformerMixin, BaseEstimator):
     checkpoint_every : int, default=500
         Steps between checkpoints when ``checkpoint_path`` is set.
     verbose : bool or int, default=False
-        Show progress bars.
+        Show progress bars (training: steps/s, images/s, ETA and the recent loss).
+    precision : {'auto', 'fp32', 'bf16', 'fp16'}, default='auto'
+        Numeric precision of the network in training and inference (autocast; sampler
+        arithmetic stays float32). 'auto' is bfloat16 on CUDA GPUs that support it, float32
+        elsewhere; 'fp16' trains with a gradient scaler.
+    compile : bool, default=False
+        Run the network through :func:`torch.compile` in training and inference (worth it for
+        long GPU runs; the first calls are slow while it compiles).
+    num_workers : int or 'auto', default='auto'
+        DataLoader processes decoding training images. 'auto': none for arrays in memory (they
+        are indexed directly), otherwise the free CPUs (at most 8) for files and torch Datasets.
+    random_flip : bool, default=False
+        Flip training images horizontally at random (the published recipe does, for faces).
+    keep_train_state : bool, default=False
+        Whether pickles of the fitted encoder carry the optimizer state and raw training weights
+        (about 5x the weights), so that ``warm_start`` continues exactly after unpickling. In
+        memory the training state is always kept; :meth:`save` never writes it.
+
+    Input forms: every method taking images accepts, besides arrays and lists of PIL images or
+    file paths, a folder path (all image files below it, sorted by path), a ``uint8`` array
+    (kept ``uint8`` until a batch is formed; ``np.load(..., mmap_mode='r')`` memory maps stay
+    on disk) and any map-style :class:`torch.utils.data.Dataset` yielding images (PIL, numpy
+    ``(H, W, C)``, or ``(C, H, W)`` tensors in [0, 1] as torchvision gives; ``(image, label)``
+    tuples are fine). Such inputs are read a batch at a time and validated per batch; a file that
+    cannot be decoded is named in the error. Started with ``torchrun``, :meth:`fit` trains with
+    DistributedDataParallel over the processes (``batch_size`` is the total); see the README.
 
     Attributes
     ----------
@@ -157,6 +184,11 @@ class DiffAEEncoder(TransformerMixin, BaseEstimator):
         "checkpoint_path": [str, os.PathLike, None],
         "checkpoint_every": [Interval(numbers.Integral, 1, None, closed="left")],
         "verbose": ["verbose"],
+        "precision": [StrOptions(set(PRECISIONS))],
+        "compile": ["boolean"],
+        "num_workers": [Interval(numbers.Integral, 0, None, closed="left"), StrOptions({"auto"})],
+        "random_flip": ["boolean"],
+        "keep_train_state": ["boolean"],
     }
 
     def __init__(
@@ -179,6 +211,11 @@ class DiffAEEncoder(TransformerMixin, BaseEstimator):
         checkpoint_path=None,
         checkpoint_every=500,
         verbose=False,
+        precision="auto",
+        compile=False,
+        num_workers="auto",
+        random_flip=False,
+        keep_train_state=False,
     ):
         self.image_size = image_size
         self.latent_dim = latent_dim
@@ -197,6 +234,11 @@ class DiffAEEncoder(TransformerMixin, BaseEstimator):
         self.checkpoint_path = checkpoint_path
         self.checkpoint_every = checkpoint_every
         self.verbose = verbose
+        self.precision = precision
+        self.compile = compile
+        self.num_workers = num_workers
+        self.random_flip = random_flip
+        self.keep_train_state = keep_train_state
 
     # ------------------------------------------------------------------ construction
     def _build_config(self, image_shape):
@@ -209,6 +251,8 @@ class DiffAEEncoder(TransformerMixin, BaseEstimator):
         if isinstance(self.architecture, str):
             return checkpoints.get_config(self.architecture, image_size=h, in_channels=c, **overrides)
         arch = {k: v for k, v in self.architecture.items() if k not in ("image_size", "in_channels")}
+        if set(arch) >= _ARCHITECTURE_FIELDS:  # a complete config (e.g. from from_pretrained): exactly it
+            return DiffAEConfig(image_size=h, in_channels=c, **{**arch, **overrides})
         return checkpoints.default_config_for(h, c, **{**arch, **overrides})
 
     def initialize_module(self, image_shape, seed):
@@ -217,10 +261,14 @@ class DiffAEEncoder(TransformerMixin, BaseEstimator):
         with seeded_torch(seed):
             return DiffAENet(config)
 
+    def _loader_workers(self, source):
+        return loader_workers(source, self.num_workers, distributed.world().size)
+
     # ------------------------------------------------------------------ fitting
-    def _check_fit_images(self, X):
-        images = check_images(X, name="X")
-        h, w, c = images.shape[1:]
+    def _check_fit_source(self, X):
+        """The training images as an :class:`~skcfx._image_sources.ImageSource` (nothing decoded yet)."""
+        source = as_image_source(X, name="X")
+        h, w, c = source.image_shape
         if h != w:
             raise ValueError(f"X images must be square, got {h}x{w}.")
         if self.image_size is not None and h != self.image_size:
@@ -228,11 +276,11 @@ class DiffAEEncoder(TransformerMixin, BaseEstimator):
                 f"X images are {h}x{w} but image_size={self.image_size}; resize them or change image_size."
             )
         if _is_fitted(self) and (self.warm_start or self._resume_state() is not None):
-            if tuple(images.shape[1:]) != self.image_shape_:
+            if tuple(source.image_shape) != self.image_shape_:
                 raise ValueError(
-                    f"warm_start: X images are {images.shape[1:]} but the network was trained on {self.image_shape_}."
+                    f"warm_start: X images are {source.image_shape} but the network was trained on {self.image_shape_}."
                 )
-        return images
+        return source
 
     def _resume_state(self):
         """The training state to continue from: warm start, else a checkpoint on disk."""
@@ -253,7 +301,9 @@ class DiffAEEncoder(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : images
-            Training images (array, list of PIL images or list of paths; see API docs).
+            Training images in any accepted form (see the class docstring): an array, a list of
+            PIL images or paths, a folder, a uint8 memory map, a torch Dataset. Files are decoded
+            a batch at a time in DataLoader workers, never all at once.
         y : ignored
 
         Returns
@@ -265,13 +315,18 @@ class DiffAEEncoder(TransformerMixin, BaseEstimator):
         skcfx.diffusion.training.TrainingDivergedError
             If the loss becomes NaN/inf. The estimator keeps the last good weights
             (fitted, with ``n_steps_`` telling how far it got).
+        ValueError
+            For bad input, also when a batch met during training cannot be read (the message
+            names the file): the estimator is then left as it was, and a ``checkpoint_path``
+            holds the progress to resume from once the file is fixed.
         KeyboardInterrupt
             On interrupt; the estimator is left fitted with the weights of the last completed step
             and ``fit`` with ``warm_start=True`` continues to ``max_steps``.
         """
         start = time.perf_counter()
-        images = self._check_fit_images(X)
-        device = resolve_device(self.device)
+        device = distributed.init_from_env(resolve_device(self.device))
+        resolve_precision(self.precision, device)
+        source = self._check_fit_source(X)
         seed = seed_from_random_state(self.random_state)
         state = self._resume_state()
         if state is not None and getattr(self, "_train_net_", None) is not None:
@@ -279,23 +334,27 @@ class DiffAEEncoder(TransformerMixin, BaseEstimator):
         elif state is not None and _is_fitted(self):
             net = DiffAENet(self.config_)  # warm start of a loaded model; weights come from state
         else:
-            net = self.initialize_module(images.shape[1:], seed)
-        generator = make_generator(seed, "cpu")
+            net = self.initialize_module(source.image_shape, seed)
         try:
             state = training.train_diffae(
-                net, to_tensor(images), max_steps=self.max_steps, batch_size=self.batch_size,
+                net, source, max_steps=self.max_steps, batch_size=self.batch_size,
                 learning_rate=self.learning_rate, ema_decay=self.ema_decay,
-                latent_dropout=self.latent_dropout, device=device, generator=generator, state=state,
-                checkpoint_path=self.checkpoint_path,
+                latent_dropout=self.latent_dropout, device=device, generator=make_generator(seed, "cpu"),
+                state=state, checkpoint_path=self.checkpoint_path,
                 checkpoint_every=self.checkpoint_every if self.checkpoint_path is not None else None,
-                verbose=bool(self.verbose),
+                verbose=bool(self.verbose), precision=self.precision, num_workers=self._loader_workers(source),
+                random_flip=self.random_flip, compile=self.compile,
             )
+        except training.TrainingDataError:
+            if net is getattr(self, "_train_net_", None) and getattr(self, "train_state_", None) is not None:
+                net.load_state_dict(self.train_state_.net_state)  # undo the in-place warm start
+            raise
         except (training.TrainingInterrupted, training.TrainingDivergedError) as exc:
             # Keep what was learnt: the estimator stays usable and can continue (warm_start).
             if exc.state is not None and exc.state.step > 0:
-                self._set_fitted(net, exc.state, images.shape[1:], device, time.perf_counter() - start)
+                self._set_fitted(net, exc.state, source.image_shape, device, time.perf_counter() - start)
             raise
-        self._set_fitted(net, state, images.shape[1:], device, time.perf_counter() - start)
+        self._set_fitted(net, state, source.image_shape, device, time.perf_counter() - start)
         return self
 
     def _set_fitted(self, net, state, image_shape, device, elapsed):
@@ -303,7 +362,7 @@ class DiffAEEncoder(TransformerMixin, BaseEstimator):
         inference_net = copy.deepcopy(net)
         if state.ema_weights is not None:
             inference_net.load_state_dict(state.ema_weights)
-        self.model_ = DiffAE(inference_net, device=device)
+        self.model_ = DiffAE(inference_net, device=device, precision=self.precision, compile=self.compile)
         self._train_net_ = net
         self.train_state_ = state
         self.config_ = net.config
@@ -325,10 +384,17 @@ class DiffAEEncoder(TransformerMixin, BaseEstimator):
             raise AttributeError("'DiffAEEncoder' object has no attribute 'net_' (not fitted)") from None
 
     # ------------------------------------------------------------------ public API
-    def _validated(self, X):
+    def _source(self, X):
+        """``X`` as an image source of the fitted size, read lazily (validated per batch)."""
         check_is_fitted(self)
-        h, w, c = self.image_shape_
-        return check_images(X, name="X", image_size=(h, w), n_channels=c)
+        return as_image_source(X, name="X", image_shape=self.image_shape_)
+
+    def _stream(self, source, desc):
+        """Yield ``(slice, images float32 NHWC, x_0 tensor on the device)`` over ``source`` in order."""
+        n_batches = math.ceil(len(source) / self.inference_batch_size)
+        batches = iter_source_batches(source, self.inference_batch_size, num_workers=self._loader_workers(source))
+        for sl, images in tqdm(batches, total=n_batches, desc=desc, disable=not self.verbose or n_batches < 2):
+            yield sl, images, to_tensor(images, self.device_)
 
     def _batched(self, arrays, fn, desc):
         """Run ``fn`` over aligned numpy arrays in batches; concatenate the numpy results."""
@@ -339,49 +405,48 @@ class DiffAEEncoder(TransformerMixin, BaseEstimator):
             out.append(fn(*(a[sl] for a in arrays)))
         return np.concatenate(out)
 
+    def _tensor(self, array):
+        return torch.from_numpy(np.ascontiguousarray(array)).to(self.device_)
+
     def transform(self, X):
         """Semantic latents ``z_sem`` of images.
 
         Parameters
         ----------
-        X : images of the fitted size
+        X : images of the fitted size (any accepted form, read a batch at a time)
 
         Returns
         -------
         Z : ndarray of shape (n, latent_dim), float32
         """
-        images = self._validated(X)
-
-        def encode(batch):
-            return self.model_.encode(to_tensor(batch, self.device_)).cpu().numpy()
-
-        return self._batched([images], encode, "encode")
+        source = self._source(X)
+        return np.concatenate([self.model_.encode(x_0).cpu().numpy() for _, _, x_0 in self._stream(source, "encode")])
 
     def encode_stochastic(self, X, Z=None):
         """DDIM-inverted noise maps ``x_T`` (the stochastic subcode).
 
         Parameters
         ----------
-        X : images of the fitted size
+        X : images of the fitted size (any accepted form, read a batch at a time)
         Z : ndarray of shape (n, latent_dim), default=None
-            Semantic latents to condition on (default: ``transform(X)``).
+            Semantic latents to condition on (default: ``transform(X)``, computed batch by batch
+            in the same pass).
 
         Returns
         -------
         noise : ndarray of shape (n, H, W, C), float32
             In the network's own units (roughly standard normal), not rescaled to [0, 1].
         """
-        images = self._validated(X)
-        Z = self.transform(images) if Z is None else check_latents(Z, n_features=self.config_.latent_dim)
-        if Z.shape[0] != images.shape[0]:
-            raise ValueError(f"Z has {Z.shape[0]} rows but X has {images.shape[0]} images.")
-
-        def invert(batch, z):
-            x_T = self.model_.invert(to_tensor(batch, self.device_), torch.from_numpy(z).to(self.device_),
-                                     self.encode_steps)
-            return _nchw_to_nhwc(x_T)
-
-        return self._batched([images, Z], invert, "invert")
+        source = self._source(X)
+        if Z is not None:
+            Z = check_latents(Z, n_features=self.config_.latent_dim)
+            if Z.shape[0] != len(source):
+                raise ValueError(f"Z has {Z.shape[0]} rows but X has {len(source)} images.")
+        out = []
+        for sl, _, x_0 in self._stream(source, "invert"):
+            z = self.model_.encode(x_0) if Z is None else self._tensor(Z[sl])
+            out.append(_nchw_to_nhwc(self.model_.invert(x_0, z, self.encode_steps)))
+        return np.concatenate(out)
 
     def inverse_transform(self, Z, noise=None):
         """Decode semantic latents into images.
@@ -407,166 +472,30 @@ class DiffAEEncoder(TransformerMixin, BaseEstimator):
             noise = _check_noise(noise, (Z.shape[0], h, w, c))
 
         def decode(z, x_T):
-            x_T = torch.from_numpy(np.ascontiguousarray(np.moveaxis(x_T, -1, 1))).to(self.device_)
-            return to_numpy(self.model_.decode(torch.from_numpy(z).to(self.device_), x_T, self.decode_steps))
+            return to_numpy(self.model_.decode(self._tensor(z), self._tensor(np.moveaxis(x_T, -1, 1)),
+                                               self.decode_steps))
 
         return self._batched([Z, noise], decode, "decode")
 
+    def _reconstructions(self, source):
+        """Yield ``(images, reconstructions)`` batch by batch: encode, invert, decode."""
+        for _, images, x_0 in self._stream(source, "reconstruct"):
+            z = self.model_.encode(x_0)
+            x_T = self.model_.invert(x_0, z, self.encode_steps)
+            yield images, to_numpy(self.model_.decode(z, x_T, self.decode_steps))
+
     def reconstruct(self, X):
-        """Encode, invert and decode images (the autoencoder's reconstruction)."""
-        images = self._validated(X)
-        Z = self.transform(images)
-        return self.inverse_transform(Z, noise=self.encode_stochastic(images, Z))
+        """Encode, invert and decode images (the autoencoder's reconstruction), a batch at a time."""
+        return np.concatenate([recon for _, recon in self._reconstructions(self._source(X))])
 
     def score(self, X, y=None):
         """Negative mean squared reconstruction error in [-1, 1] units (higher is better)."""
-        images = self._validated(X)
-        recon = self.reconstruct(images)
-        return -float(np.mean((2 * recon - 2 * images) ** 2))
-
-    # ------------------------------------------------------------------ persistence
-    def save(self, path):
-        """Save the fitted encoder to one file that loads without running code.
-
-        The file holds the EMA weights as tensors, the architecture, the estimator's parameters
-        (JSON), the training figures and the skcfx version; :meth:`load` reads it with
-        ``torch.load(weights_only=True)``. The optimizer state is not stored: use pickle/joblib
-        (or ``checkpoint_path``) to continue training later. Written atomically.
-
-        Parameters
-        ----------
-        path : str or path-like
-
-        Returns
-        -------
-        pathlib.Path
-        """
-        check_is_fitted(self)
-        params = {k: v for k, v in self.get_params().items() if k != "checkpoint_path"}
-        params["device"] = str(params["device"])
-        extra = {
-            "skcfx_version": __version__,
-            "estimator": "DiffAEEncoder",
-            "params_json": json.dumps(params, default=_json_default),
-            "image_shape": list(self.image_shape_),
-            "n_steps": self.n_steps_,
-            "loss_history": torch.from_numpy(np.asarray(self.loss_history_, dtype=np.float64)),
-            "fit_time_s": float(getattr(self, "fit_time_s_", 0.0)),
-        }
-        return checkpoints.save_skcfx_checkpoint(path, self.net_, extra)
-
-    @classmethod
-    def load(cls, path, *, device="auto"):
-        """Load an encoder written by :meth:`save` (or any skcfx / published checkpoint).
-
-        Parameters
-        ----------
-        path : str or path-like
-        device : {'auto', 'cpu', 'cuda', 'cuda:N'}, default='auto'
-            Where to put the network.
-        """
-        return cls.from_pretrained(path, device=device)
-
-    @classmethod
-    def from_pretrained(cls, path, **params):
-        """A fitted encoder from a checkpoint file.
-
-        Reads the published Diffusion Autoencoders format (a Lightning ``last.ckpt``: the
-        architecture from ``hyper_parameters``, the EMA weights, strict key matching) or a file
-        written by :meth:`save`. Loading never executes code from the file
-        (``torch.load(weights_only=True)``).
-
-        Parameters
-        ----------
-        path : str or path-like
-            A checkpoint file, or the name of a model shipped with skcfx (e.g. ``'digits16'``,
-            see :func:`skcfx.pretrained.list_pretrained`).
-        **params
-            Estimator parameters to set (e.g. ``encode_steps=50``, ``device='cpu'``); for skcfx
-            files they override the stored ones.
-
-        Returns
-        -------
-        DiffAEEncoder
-            Fitted (``n_steps_`` is the checkpoint's training step when known).
-        """
-        if not isinstance(path, (str, os.PathLike)):
-            raise TypeError(f"path must be a str or path-like, got {type(path).__name__}.")
-        if isinstance(path, str) and not Path(path).exists():
-            from .pretrained import list_pretrained, pretrained_path
-
-            if path in list_pretrained():
-                path = pretrained_path(path)
-        path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"path: no such checkpoint file '{path}'.")
-        net, info = checkpoints.load_checkpoint(path)
-        stored = {}
-        extra = info.get("extra", {}) if info["format"] == "skcfx" else {}
-        if "params_json" in extra:
-            stored = json.loads(extra["params_json"])
-            version = extra.get("skcfx_version")
-            if version != __version__:
-                warnings.warn(
-                    f"'{path}' was saved by skcfx {version}; this is skcfx {__version__}.", UserWarning, stacklevel=2
-                )
-        config = net.config
-        merged = {"image_size": config.image_size, "latent_dim": config.latent_dim,
-                  "latent_dropout": stored.get("latent_dropout", 0.1 if config.null_latent else 0.0)}
-        merged.update(stored)
-        merged.update(params)
-        valid = cls._get_param_names()
-        unknown = sorted(set(merged) - set(valid))
-        if unknown:
-            raise TypeError(f"unknown DiffAEEncoder parameters {unknown}; valid ones are {valid}.")
-        encoder = cls(**merged)
-        encoder._validate_params()
-        device = resolve_device(encoder.device)
-        steps = extra.get("n_steps", info.get("global_step") or 0)
-        history = extra.get("loss_history")
-        state = training.TrainState(step=int(steps), loss_history=[] if history is None else history.tolist())
-        encoder._set_fitted(net, state, (config.image_size, config.image_size, config.in_channels), device,
-                            float(extra.get("fit_time_s", 0.0)))
-        encoder.train_state_ = None  # no optimizer state: warm_start trains a fresh optimizer
-        encoder._train_net_ = None
-        encoder.checkpoint_info_ = {k: v for k, v in info.items() if k in ("format", "source", "global_step", "epoch")}
-        return encoder
-
-    # ------------------------------------------------------------------ pickling
-    def __getstate__(self):
-        # Networks travel on the CPU so a model fitted on a GPU unpickles anywhere (skorch style).
-        state = self.__dict__.copy()
-        model = state.get("model_")
-        if model is not None and model.device.type != "cpu":
-            state["model_"] = copy.deepcopy(model).to("cpu")
-        net = state.get("_train_net_")
-        if net is not None and next(net.parameters()).device.type != "cpu":
-            state["_train_net_"] = copy.deepcopy(net).cpu()
-        if "device_" in state:
-            state["device_"] = str(state["device_"])
-        return state
-
-    def __setstate__(self, state):
-        device = state.get("device_")
-        if device is not None:
-            device = torch.device(device)
-            if device.type == "cuda" and not torch.cuda.is_available():
-                warnings.warn(
-                    f"This DiffAEEncoder was fitted on {device} but CUDA is not available here; it now runs on the CPU.",
-                    UserWarning, stacklevel=2,
-                )
-                device = torch.device("cpu")
-            state["device_"] = device
-            if state.get("model_") is not None:
-                state["model_"].to(device)
-        self.__dict__.update(state)
+        total, count = 0.0, 0
+        for images, recon in self._reconstructions(self._source(X)):
+            total += float(np.sum((2 * recon - 2 * images) ** 2, dtype=np.float64))
+            count += recon.size
+        return -total / count
 
 
-def _json_default(value):
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    if isinstance(value, (Path, torch.device)):
-        return str(value)
-    return repr(value)
+_ARCHITECTURE_FIELDS = {f.name for f in dataclasses.fields(DiffAEConfig)} - {"image_size", "in_channels",
+                                                                               "null_latent"}

@@ -15,7 +15,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
-from ._images import check_images, iter_batches, to_numpy, to_tensor
+from ._image_sources import as_image_source, iter_source_batches, loader_workers
+from ._images import iter_batches, to_numpy, to_tensor
 from ._validation import make_generator, resolve_device, seed_from_random_state
 from .classifiers import TimmClassifier, as_proba_model
 from .encoder import DiffAEEncoder
@@ -182,10 +183,21 @@ class CounterfactualExplainer(BaseEstimator):
         if _is_fitted(clf):
             return clf
         clf = _seeded_clone(clf, self.random_state)
+        # Fitting a classifier needs the images in memory (pass a fitted one for large collections).
+        X = X.numpy(range(len(X)))
         if isinstance(clf, TimmClassifier):
             return clf.fit(X, y)
         # Other scikit-learn classifiers see flattened pixels (the adapter's convention).
         return clf.fit(X.reshape(X.shape[0], -1), y)
+
+    def _latents_and_predictions(self, source, encoder, proba_model):
+        """One pass over ``source``: semantic latents and the classifier's predicted class index."""
+        Z, pred = [], []
+        workers = loader_workers(source, encoder.num_workers)
+        for _, images in iter_source_batches(source, encoder.inference_batch_size, num_workers=workers):
+            Z.append(encoder.model_.encode(to_tensor(images, encoder.device_)).cpu().numpy())
+            pred.append(np.argmax(proba_model.predict_proba(images), axis=1))
+        return np.concatenate(Z), np.concatenate(pred)
 
     def _fit_finder(self, Z, labels):
         finder = self.direction_finder
@@ -206,44 +218,47 @@ class CounterfactualExplainer(BaseEstimator):
         Parameters
         ----------
         X : images
-            Training images (see :func:`skcfx._images.check_images` for accepted forms).
+            Training images in any form :class:`DiffAEEncoder` accepts (arrays, lists of PIL
+            images or paths, a folder, a uint8 memory map, a torch Dataset), read a batch at a
+            time; only an unfitted classifier needs them in memory to be fitted.
         y : array-like of shape (n,)
-            Class labels.
+            Class labels (for a folder: in the order of its sorted file paths).
 
         Returns
         -------
         self
         """
         self._validate_params()
-        images = check_images(X, name="X")
+        source = as_image_source(X, name="X")
         y = np.asarray(y)
-        if y.ndim != 1 or y.shape[0] != images.shape[0]:
-            raise ValueError(f"y must be 1-D with one label per image ({images.shape[0]}), got shape {y.shape}.")
+        if y.ndim != 1 or y.shape[0] != len(source):
+            raise ValueError(f"y must be 1-D with one label per image ({len(source)}), got shape {y.shape}.")
         if np.unique(y).size < 2:
             raise ValueError("y must contain at least two classes.")
         method = create_method(self.method)
-        encoder = self._fit_encoder(images)
+        encoder = self._fit_encoder(source)
         if method.needs_unconditional and not encoder.config_.null_latent:
             raise ValueError(
                 f"method={method.name!r} needs an unconditional denoiser: fit the encoder with "
                 "latent_dropout > 0 (a learned null latent)."
             )
-        classifier = self._fit_classifier(images, y)
+        classifier = self._fit_classifier(source, y)
         device = encoder.device_ if self.device == "auto" else resolve_device(self.device)
         if device != encoder.device_:
             # Work on a copy so the user's fitted encoder stays where it is.
             encoder = copy.deepcopy(encoder)
             encoder.model_.to(device)
             encoder.device_ = device
-        proba_model = as_proba_model(classifier, image_shape=images.shape[1:], device=device)
+        proba_model = as_proba_model(classifier, image_shape=source.image_shape, device=device)
         classes = np.asarray(proba_model.classes_)
         unknown = np.setdiff1d(np.unique(y), classes)
         if unknown.size:
             raise ValueError(
                 f"y holds labels {unknown.tolist()} that the classifier does not know (classes: {classes.tolist()})."
             )
-        Z = encoder.transform(images)
-        pred_index = np.argmax(proba_model.predict_proba(images), axis=1)
+        if tuple(source.image_shape) != tuple(encoder.image_shape_):
+            raise ValueError(f"X images are {source.image_shape} but the encoder was fitted on {encoder.image_shape_}.")
+        Z, pred_index = self._latents_and_predictions(source, encoder, proba_model)
         finder = None
         if method.needs_directions:
             labels = y if self.mode_labels == "labels" else classes[pred_index]
@@ -253,7 +268,7 @@ class CounterfactualExplainer(BaseEstimator):
         # Commit fitted state only once everything succeeded.
         self.encoder_, self.classifier_, self.direction_finder_ = encoder, classifier, finder
         self.proba_model_, self.method_, self.classes_ = proba_model, method, classes
-        self.image_shape_ = tuple(images.shape[1:])
+        self.image_shape_ = tuple(source.image_shape)
         self.device_ = device
         return self
 
@@ -314,7 +329,8 @@ class CounterfactualExplainer(BaseEstimator):
         Parameters
         ----------
         X : images
-            Queries, of the size the explainer was fitted on.
+            Queries, of the size the explainer was fitted on, in any accepted form (a folder or
+            a list of paths is read a batch of ``batch_size`` queries at a time).
         target_class : label, array-like of shape (n,) or None, default=None
             The class each counterfactual should reach. ``None``: every class other than the one
             the classifier predicts (binary: the opposite class).
@@ -373,10 +389,21 @@ class CounterfactualExplainer(BaseEstimator):
                 "cf_target_class": step.cf_target_class}
 
     def _prepare_queries(self, X, target_class):
-        """Validated queries, the classifier's probabilities on them and the target indices."""
-        h, w, c = self.image_shape_
-        images = check_images(X, name="X", image_size=(h, w), n_channels=c)
-        original_proba = self.proba_model_.predict_proba(images)
+        """The queries (read a batch at a time), the classifier's probabilities on them, the targets.
+
+        Files are decoded batch by batch straight into the one array the explanation returns
+        (``images``); explicit targets are checked before any file is read.
+        """
+        source = as_image_source(X, name="X", image_shape=self.image_shape_)
+        if target_class is not None:
+            self._resolve_targets(target_class, np.zeros((len(source), len(self.classes_))))
+        images = np.empty((len(source), *self.image_shape_), dtype=np.float32)
+        proba = []
+        workers = loader_workers(source, getattr(self.encoder_, "num_workers", "auto"))
+        for sl, batch in iter_source_batches(source, self.batch_size, num_workers=workers):
+            images[sl] = batch
+            proba.append(self.proba_model_.predict_proba(batch))
+        original_proba = np.concatenate(proba)
         targets = self._resolve_targets(target_class, original_proba)
         if self.method_.needs_directions:
             self._check_targets_have_modes(targets)

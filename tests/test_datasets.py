@@ -202,8 +202,18 @@ def folder(tmp_path):
     return root
 
 
-def test_load_image_folder(folder):
+def test_load_image_folder_keeps_uint8(folder):
     X, y, names = load_image_folder(folder, 10)
+    assert X.dtype == np.uint8 and X.shape == (3, 10, 10, 3) and X.flags.c_contiguous
+    as_float, y_float, _ = load_image_folder(folder, 10, dtype="float32")
+    np.testing.assert_array_equal(X.astype(np.float32) / 255.0, as_float)
+    assert y.tolist() == y_float.tolist() == [0, 1, 1]
+    with pytest.raises(ValueError, match="dtype"):
+        load_image_folder(folder, 10, dtype="float16")
+
+
+def test_load_image_folder(folder):
+    X, y, names = load_image_folder(folder, 10, dtype="float32")
     assert names == ["bird", "cat"]
     assert X.shape == (3, 10, 10, 3) and X.dtype == np.float32
     assert y.tolist() == [0, 1, 1] and y.dtype == np.int64
@@ -217,22 +227,23 @@ def test_load_image_folder(folder):
 
 
 def test_load_image_folder_stretch_and_rectangular_size(folder):
-    X, _, _ = load_image_folder(folder, (6, 12), center_crop=False)
+    X, _, _ = load_image_folder(folder, (6, 12), center_crop=False, dtype="float32")
     assert X.shape == (3, 6, 12, 3)
     wide = X[2]
     assert wide[:, 0, 1].max() < 0.1 and wide[:, 6, 1].min() > 0.9  # black sides are kept
 
 
 def test_load_image_folder_channels(folder, tmp_path):
-    X, _, _ = load_image_folder(folder, 4, grayscale=True)
+    X, _, _ = load_image_folder(folder, 4, grayscale=True, dtype="float32")
     assert X.shape[-1] == 1
     np.testing.assert_allclose(X[2, 1, 2, 0], 0.587, atol=0.02)  # luma of pure green
     gray_root = tmp_path / "gray"
     _save(gray_root / "x" / "a.png", np.zeros((5, 5), dtype=np.uint8))
     _save(gray_root / "y" / "b.png", np.full((5, 5), 65535, dtype=np.uint16))  # 16-bit
-    X, y, _ = load_image_folder(gray_root, 5)
+    X, y, _ = load_image_folder(gray_root, 5, dtype="float32")
     assert X.shape == (2, 5, 5, 1)
     np.testing.assert_allclose(X[1], 1.0, atol=1e-4)
+    assert load_image_folder(gray_root, 5)[0][1].min() == 255  # 16-bit white is uint8 white
 
 
 def test_load_image_folder_errors(folder, tmp_path):

@@ -283,3 +283,21 @@ def test_net_pickles_and_deepcopies():
         for clone in (pickle.loads(pickle.dumps(net)), copy.deepcopy(net)):
             assert clone.config == MICRO
             assert torch.equal(clone(x, 4, cond=z), expected)
+
+
+def test_attention_is_the_published_formula_with_several_heads():
+    from einops import rearrange
+
+    from skcfx.diffusion.nets import AttentionBlock
+
+    torch.manual_seed(0)
+    block = AttentionBlock(64, num_heads=4).double()
+    torch.nn.init.normal_(block.proj_out.weight)  # zero-initialised in the published net
+    x = torch.randn(2, 64, 8, 8, dtype=torch.float64)
+    qkv = block.qkv(block.norm(rearrange(x, "n c h w -> n c (h w)")))
+    q, k, v = rearrange(qkv, "n (heads three c) l -> three (n heads) c l", heads=4, three=3)
+    scale = q.shape[1] ** -0.25  # the published q * scale, k * scale
+    weight = torch.einsum("bct,bcs->bts", q * scale, k * scale).softmax(dim=-1)
+    out = rearrange(torch.einsum("bts,bcs->bct", weight, v), "(n heads) c l -> n (heads c) l", heads=4)
+    expected = rearrange(rearrange(x, "n c h w -> n c (h w)") + block.proj_out(out), "n c (h w) -> n c h w", h=8)
+    torch.testing.assert_close(block(x), expected, atol=1e-12, rtol=1e-10)

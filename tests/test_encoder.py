@@ -77,7 +77,7 @@ def test_save_load_weights_only(fitted_tiny_encoder, digits8, tmp_path):
 
 def test_version_mismatch_warns(fitted_tiny_encoder, tmp_path, monkeypatch):
     path = fitted_tiny_encoder.save(tmp_path / "enc.pt")
-    import skcfx.encoder as module
+    import skcfx._encoder_io as module
 
     monkeypatch.setattr(module, "__version__", "99.0")
     with pytest.warns(UserWarning, match="saved by skcfx"):

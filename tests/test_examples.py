@@ -37,3 +37,9 @@ def test_example_runs(name, tmp_path, capsys):
         out = capsys.readouterr().out
         for written in ("images", "counterfactuals.png", "report.html"):
             assert (tmp_path / written).exists() and str((tmp_path / written).resolve()) in out
+
+
+@pytest.mark.slow  # trains a 16 px DiffAE for 20 steps (~20 s)
+def test_train_ddp_example_runs_in_one_process():
+    encoder = _load("train_ddp").main(["--quick"])
+    assert encoder.n_steps_ == 20 and encoder.loss_history_[-5:].mean() < encoder.loss_history_[:5].mean()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pickle
+import re
 import tempfile
 from enum import Enum
 from pathlib import Path
@@ -191,21 +192,96 @@ def create_net(name_or_config, **overrides):
 
 
 # ---------------------------------------------------------------------------
-# Shared loading helpers
+# Restricted unpickling
+
+# Besides tensors and plain containers (torch's weights_only allow-list), a PyTorch Lightning
+# 1.x ``last.ckpt`` names a few Lightning classes: callback states are keyed by the callback's
+# class (before Lightning 1.5), and hyper-parameters may be an ``AttributeDict``. Those names
+# are read as inert stand-ins: nothing is imported, and nothing is ever called.
+_LIGHTNING_PACKAGES = ("pytorch_lightning", "lightning.pytorch")
+_LIGHTNING_CALLBACKS = {
+    "callbacks.model_checkpoint": "ModelCheckpoint",
+    "callbacks.early_stopping": "EarlyStopping",
+    "callbacks.lr_monitor": "LearningRateMonitor",
+    "callbacks.progress": "ProgressBar",
+    "callbacks.progress.tqdm_progress": "TQDMProgressBar",
+    "callbacks.stochastic_weight_avg": "StochasticWeightAveraging",
+    "callbacks.gpu_stats_monitor": "GPUStatsMonitor",
+    "callbacks.model_summary": "ModelSummary",
+    "callbacks.timer": "Timer",
+}
+_ATTRIBUTE_DICTS = ("pytorch_lightning.utilities.parsing.AttributeDict",
+                    "lightning.fabric.utilities.data.AttributeDict",
+                    "lightning_fabric.utilities.data.AttributeDict")
+# numpy scalars and dtypes (e.g. a monitored metric stored as np.float64) hold data only.
+_NUMPY_DATA = {"numpy.core.multiarray.scalar": "scalar", "numpy._core.multiarray.scalar": "scalar",
+               "numpy.dtype": "dtype"}
+_NUMPY_NUMERIC = {"Bool", "Float16", "Float32", "Float64", "LongDouble", "Complex64", "Complex128",
+                  "Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64", "Long",
+                  "ULong", "LongLong", "ULongLong", "Short", "UShort", "Byte", "UByte", "Int", "UInt"}
+
+
+class LightningStandIn:
+    """Stands for a Lightning class named in a checkpoint; only usable as a dictionary key.
+
+    ``source`` is the class's full name. Building an instance is refused: that would mean
+    running the class's code.
+    """
+
+    source = ""
+
+    def __new__(cls, *args, **kwargs):
+        raise pickle.UnpicklingError(f"refusing to build an instance of {cls.source}")
+
+
+def _lightning_stand_ins():
+    import numpy as np
+
+    try:
+        from numpy._core.multiarray import scalar
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import scalar
+    stand_ins = []
+    for package in _LIGHTNING_PACKAGES:
+        for module, name in _LIGHTNING_CALLBACKS.items():
+            source = f"{package}.{module}.{name}"
+            stand_ins.append((type(name, (LightningStandIn,), {"source": source}), source))
+    stand_ins += [(dict, source) for source in _ATTRIBUTE_DICTS]
+    stand_ins += [(scalar if kind == "scalar" else np.dtype, source) for source, kind in _NUMPY_DATA.items()]
+    # A dtype is rebuilt as its concrete class (numpy >= 1.25), whose state torch then sets.
+    for name in getattr(getattr(np, "dtypes", None), "__all__", ()):
+        if name.removesuffix("DType") in _NUMPY_NUMERIC:
+            stand_ins.append((getattr(np.dtypes, name), f"numpy.dtypes.{name}"))
+    return stand_ins
+
+
+_STAND_INS = _lightning_stand_ins()
+_REFUSED = re.compile(r"GLOBAL ([\w.]+)|function (<[^>]*>|[\w.]+)|instance of ([\w.]+)|got (<[^>]*>)")
+
+
+def _refusal(exc):
+    """The name the restricted unpickler refused, from its message."""
+    match = _REFUSED.search(str(exc))
+    return next((group for group in match.groups() if group), None) if match else None
+
 
 def _torch_load(path, weights_only):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=weights_only)
-    except pickle.UnpicklingError as exc:
         if not weights_only:
-            raise
+            return torch.load(path, map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals(_STAND_INS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        refused = _refusal(exc)
+        what = f"'{refused}'" if refused else "an object"
         raise ValueError(
-            f"{path} holds Python objects that torch.load(weights_only=True) refuses to "
-            f"unpickle ({exc}). If you trust this file, pass weights_only=False: that "
-            "runs arbitrary code stored in the file.") from exc
+            f"{path}: refused to unpickle {what}: it is not on skcfx's allow-list (tensors, "
+            "numbers, strings, plain containers and the records of a Lightning checkpoint), so "
+            "loading it could run code stored in the file. If you trust this file, load it with "
+            "skcfx.diffusion.load_checkpoint(path, weights_only=False).") from exc
     except (RuntimeError, LookupError, EOFError) as exc:
         raise ValueError(f"path: '{path}' is not a PyTorch checkpoint ({exc}).") from exc
 

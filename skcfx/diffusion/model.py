@@ -19,31 +19,11 @@ import torch
 import torch.utils.checkpoint
 
 from .nets import DiffAENet
+from .precision import PRECISIONS, autocast, resolve_precision
 from .sampling import CountingDenoiser, LatentGuidedDenoiser, NFECounter, invert_ddim, sample_ddim
 from .schedule import Schedule
 
 __all__ = ["DiffAE", "PRECISIONS"]
-
-#: accepted values of ``precision``
-PRECISIONS = ("fp32", "bf16", "fp16", "auto")
-
-
-def resolve_precision(precision, device):
-    """The autocast dtype for ``precision`` on ``device``, or None for full float32.
-
-    ``'auto'`` is bfloat16 on a CUDA device that supports it and float32 elsewhere; ``'bf16'`` and
-    ``'fp16'`` are honoured on any device torch can autocast on.
-    """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
-    if precision == "fp32":
-        return None
-    if precision == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return None
-    return torch.bfloat16 if precision == "bf16" else torch.float16
-
 
 class DiffAE:
     """A diffusion autoencoder on tensors (Preechakul et al., CVPR 2022).
@@ -55,8 +35,15 @@ class DiffAE:
     device : str, torch.device or None, default=None
         Where to run; None keeps the device of the network's parameters.
     precision : {'fp32', 'bf16', 'fp16', 'auto'}, default='fp32'
-        Autocast dtype of the network calls (``'auto'``: bfloat16 on CUDA when supported).
-        The sampler arithmetic (DDIM steps, schedules) always stays in float32 / float64.
+        Autocast dtype of the network calls (``'auto'``: bfloat16 on CUDA when supported; see
+        :mod:`skcfx.diffusion.precision`). The sampler arithmetic (DDIM steps, schedules) always
+        stays in float32 / float64.
+    compile : bool, default=False
+        Run the network through :func:`torch.compile` (compiled on first use, per device; the
+        compiled form is not pickled).
+    channels_last : bool or None, default=None
+        Keep the network and its inputs in ``torch.channels_last`` memory format (faster
+        convolutions on tensor cores). None: on CUDA devices only.
 
     Attributes
     ----------
@@ -79,19 +66,25 @@ class DiffAE:
     (torch.Size([2, 1, 8, 8]), 20)
     """
 
-    def __init__(self, net, *, device=None, precision="fp32"):
+    def __init__(self, net, *, device=None, precision="fp32", compile=False, channels_last=None):
         if not isinstance(net, DiffAENet):
             raise TypeError(f"net must be a DiffAENet, got {type(net).__name__}.")
         self.net = net.eval()
-        self.device = next(net.parameters()).device if device is None else torch.device(device)
-        self.net.to(self.device)
-        resolve_precision(precision, self.device)  # fail early on a bad value
         self.precision = precision
+        self.compile = bool(compile)
+        self.channels_last = channels_last
+        self.to(next(net.parameters()).device if device is None else device)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_compiled"] = None  # compiled graphs are per process and device
+        return state
 
     def __repr__(self):
         cfg = self.config
         return (f"DiffAE(image_size={cfg.image_size}, in_channels={cfg.in_channels}, "
-                f"latent_dim={cfg.latent_dim}, T={cfg.T}, device={self.device}, precision={self.precision!r})")
+                f"latent_dim={cfg.latent_dim}, T={cfg.T}, device={self.device}, precision={self.precision!r}"
+                f"{', compile=True' if self.compile else ''})")
 
     # ------------------------------------------------------------------ description
     @property
@@ -123,7 +116,12 @@ class DiffAE:
     def to(self, device):
         """Move the network to ``device`` (in place); returns self."""
         self.device = torch.device(device)
-        self.net.to(self.device)
+        self._dtype = resolve_precision(self.precision, self.device)  # fails early on a bad value
+        self._memory_format = torch.contiguous_format
+        if self.channels_last or (self.channels_last is None and self.device.type == "cuda"):
+            self._memory_format = torch.channels_last
+        self.net.to(self.device, memory_format=self._memory_format)
+        self._compiled = None
         return self
 
     def schedule(self, n_steps):
@@ -132,15 +130,24 @@ class DiffAE:
 
     # ------------------------------------------------------------------ network calls
     def _autocast(self):
-        dtype = resolve_precision(self.precision, self.device)
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=dtype)
+        return autocast(self.device, self._dtype)
+
+    def _calls(self):
+        """``(forward, encode)`` of the network: compiled once per device when ``compile``."""
+        if not self.compile:
+            return self.net, self.net.encode
+        if self._compiled is None:
+            self._compiled = (torch.compile(self.net), torch.compile(self.net.encode))
+        return self._compiled
+
+    def _layout(self, x):
+        return x.contiguous(memory_format=self._memory_format)
 
     def eps(self, x_t, t, cond=None):
         """Predicted noise of ``x_t`` at ORIGINAL timesteps ``t``; ``cond=None``: the null latent."""
+        forward, _ = self._calls()
         with self._autocast():
-            return self.net(x_t, t, cond=cond).float()
+            return forward(self._layout(x_t), t, cond=cond).float()
 
     def _checkpointed_eps(self, x_t, t, cond=None):
         # Below the counter, so that recomputation in the backward pass is not counted.
@@ -178,8 +185,9 @@ class DiffAE:
 
         ``requires_grad=True`` keeps the autograd graph (to train through the encoder).
         """
+        _, encode = self._calls()
         with torch.set_grad_enabled(requires_grad), self._autocast():
-            return self.net.encode(x_0).float()
+            return encode(self._layout(x_0)).float()
 
     def invert(self, x_0, z, n_steps, *, counter=None):
         """Deterministic DDIM inversion: the stochastic subcode ``x_T`` of ``x_0`` given ``z``."""

@@ -300,9 +300,12 @@ class ResBlock(nn.Module):
 class AttentionBlock(nn.Module):
     """Self-attention over pixels with a residual connection.
 
-    q and k are each scaled by ``head_channels ** -0.25`` and the softmax runs
-    in float32; heads are laid out head-major in ``qkv`` (the published
-    "legacy" order, where each head owns a contiguous [q | k | v] block).
+    The published block scales q and k each by ``head_channels ** -0.25``, which is
+    ``softmax(q k^T / sqrt(head_channels)) v``: exactly what
+    :func:`torch.nn.functional.scaled_dot_product_attention` computes, with fused kernels
+    (flash / memory-efficient attention on GPUs) that never hold the L x L matrix in memory.
+    Heads are laid out head-major in ``qkv`` (the published "legacy" order, where each head owns
+    a contiguous [q | k | v] block).
     """
 
     def __init__(self, channels, num_heads=1):
@@ -318,12 +321,11 @@ class AttentionBlock(nn.Module):
         height = x.shape[2]
         x = rearrange(x, "n c h w -> n c (h w)")
         qkv = self.qkv(self.norm(x))
-        q, k, v = rearrange(qkv, "n (heads three c) l -> three (n heads) c l", heads=self.num_heads, three=3)
-        scale = q.shape[1] ** -0.25
-        weight = torch.einsum("bct,bcs->bts", q * scale, k * scale)
-        weight = weight.float().softmax(dim=-1).to(weight.dtype)
-        out = torch.einsum("bts,bcs->bct", weight, v)
-        out = rearrange(out, "(n heads) c l -> n (heads c) l", heads=self.num_heads)
+        # Channels last within each head (stride 1), which the fused GPU kernels require.
+        qkv = rearrange(qkv, "n c l -> n l c").contiguous()
+        q, k, v = rearrange(qkv, "n l (heads three c) -> three n heads l c", heads=self.num_heads, three=3)
+        out = F.scaled_dot_product_attention(q, k, v)
+        out = rearrange(out, "n heads l c -> n (heads c) l")
         return rearrange(x + self.proj_out(out), "n c (h w) -> n c h w", h=height)
 
 
