@@ -38,6 +38,14 @@ Function                        Definition                                  Sour
 :func:`diversity`               sigma_L: mean pairwise distance between     DiME (LPIPS there)
                                 the k counterfactuals of a query
                                 (pluggable distance)
+:func:`independent_validity`    among counterfactuals that flipped the      DiME's flip rate asked
+                                explained classifier, the share an          of a second model
+                                independent classifier (other               (Jeanneret et al.,
+                                architecture, seed) assigns to the target   ACCV 2022)
+:func:`edit_specificity`        per mode, spread of the counterfactuals     DifCluE issue: edits,
+                                across queries over the spread of the       not templates
+                                queries, and share nearer their query than
+                                the mode's mean counterfactual
 :func:`importance`              Pearson R, Spearman rho, mean Bernoulli KL  DISSECT
                                 and MSE between intended and obtained
                                 probabilities
@@ -63,6 +71,7 @@ Examples
 from .attributes import correlation_difference, mnac
 from .dissect import distinctness, importance, substitutability
 from .diversity import diversity
+from .edits import edit_specificity, independent_validity
 from .modes import mode_recovery
 from .proximity import proximity, stability
 from .realism import extract_features, frechet_distance, realism
@@ -72,10 +81,12 @@ __all__ = [
     "correlation_difference",
     "distinctness",
     "diversity",
+    "edit_specificity",
     "extract_features",
     "flip_rate",
     "frechet_distance",
     "importance",
+    "independent_validity",
     "mnac",
     "mode_recovery",
     "percent_conversion",
