@@ -374,6 +374,34 @@ def run(cfg, methods, log=print, figure_path=None):
             "total_time_s": time.perf_counter() - start}
 
 
+def _f(value, digits=2):
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
+
+
+def readme_lines(result):
+    """Markdown table of the main figures, one row per pair and method (all from this JSON)."""
+    lines = ["| pair | method | queries | percent conversion per mode (mean) | flip rate | FID (real-vs-real, same n) "
+             "| FID on the guided methods' queries | MNAC | oracle class changed | sigma_L | L1 | NFE / CF | s / CF |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for run in result["runs"]:
+        names = {str(lab): nm for lab, nm in zip(run["pair_labels"], run["pair"])}
+        for name, row in run["methods"].items():
+            if "percent_conversion" in row:
+                pc = row["percent_conversion"]
+                conv = " / ".join(f"{names.get(k, k)} {_f(v)}" for k, v in pc["per_mode"].items()) + f" ({_f(pc['mean'])})"
+            else:
+                shown = row["shows_pair_class"]
+                conv = "no modes; shows " + " / ".join(f"{names[k]} {_f(shown[k])}" for k in names)
+            fid, fid_g = row["fid"], row.get("fid_guided_queries", row["fid"])
+            lines.append(
+                f"| {' / '.join(run['pair'])} | {name} | {row['n_queries']} | {conv} | {_f(row['flip_rate'])} | "
+                f"{_f(fid['fid'], 1)} ({_f(fid['real_baseline_same_n'], 1)}, n={fid['n']}) | "
+                f"{_f(fid_g['fid'], 1)} ({_f(fid_g['real_baseline_same_n'], 1)}, n={fid_g['n']}) | {_f(row['mnac'])} | "
+                f"{_f(row['oracle_class_changed'])} | {_f(row['sigma_L'], 3)} | {_f(row['l1'], 3)} | "
+                f"{row['n_function_evals']:.0f} | {_f(row['seconds_per_counterfactual'])} |")
+    return lines
+
+
 def _mean(values):
     values = [v for v in values if v is not None]
     return float(np.mean(values)) if values else None
@@ -401,7 +429,9 @@ def main():
     name = args.name or ("fashion_protocol_quick" if args.quick else "fashion_protocol")
     figure = CACHE / "fashion_protocol_quick.png" if args.quick else RESULTS / f"{name}.png"
     result = run(cfg, args.methods, log=lambda m: print(m, flush=True), figure_path=figure)
+    result["readme_lines"] = readme_lines(result)
     write_json(name, result)
+    print("\n".join(result["readme_lines"]))
 
 
 if __name__ == "__main__":
