@@ -17,8 +17,8 @@ Stages:
   line adds a method). Reported per method: percent conversion per mode, flip rate, mode
   recovery ARI, FID on the oracle's pooled features (successful counterfactuals vs held-out
   real images, with the real-vs-real baseline for as many real images), MNAC-style oracle
-  changes (share of counterfactuals whose oracle class changed, and the mean L1 change of the
-  oracle's 10 probabilities), sigma_L (mean pairwise pixel L1 between a query's
+  changes (MNAC with the oracle's 10 class probabilities as attributes, the share of
+  counterfactuals whose oracle class changed, and the mean L1 change of those probabilities), sigma_L (mean pairwise pixel L1 between a query's
   counterfactuals), L1 proximity, NFE and seconds per counterfactual. The DiffAE's training time,
   steps, held-out reconstruction MSE and its semantic control (share of latent/noise swaps the
   oracle reads as the latent's class, ``_common.semantic_control``) are reported once.
@@ -96,8 +96,8 @@ QUICK = dict(
 
 def load_data(cfg):
     """The first ``n_train`` training and ``n_test`` test images (uint8) with labels and names."""
-    X_train, y_train, names = load_fashion_mnist(subset="train")
-    X_test, y_test, _ = load_fashion_mnist(subset="test")
+    X_train, y_train, names = load_fashion_mnist(cfg.get("path"), subset="train")
+    X_test, y_test, _ = load_fashion_mnist(cfg.get("path"), subset="test")
     return {"X_train": X_train[: cfg["n_train"]], "y_train": y_train[: cfg["n_train"]],
             "X_test": X_test[: cfg["n_test"]], "y_test": y_test[: cfg["n_test"]], "names": names}
 
@@ -317,6 +317,7 @@ def save_figure(explanations, pairs, mappings, oracle, names, path, n_rows=5):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    n_rows = min([n_rows] + [e.n_queries for e in explanations])
     fig, axes = plt.subplots(n_rows, 3 * len(pairs), figsize=(1.35 * 3 * len(pairs), 1.45 * n_rows), squeeze=False)
     for j, (pair, e, mapping) in enumerate(zip(pairs, explanations, mappings)):
         order = np.argsort(e.mode_ids[0])
