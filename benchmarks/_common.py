@@ -109,3 +109,23 @@ def _default(value):
     if isinstance(value, np.ndarray):
         return value.tolist()
     return str(value)
+
+
+def semantic_control(encoder, read, X, y, n_pairs=200, seed=0):
+    """Share of latent/noise swaps whose decode shows the latent's class (what latent edits need).
+
+    For pairs (a, b) of images with different labels, decode b's semantic latent with a's
+    inverted noise ``x_T``; ``read`` (an oracle: images ``(m, H, W, C)`` in [0, 1] -> labels)
+    says whether the result shows b's class (the latent decides) or a's (the noise decides).
+    """
+    rng = np.random.default_rng(seed)
+    a = rng.choice(len(X), size=min(n_pairs, len(X)), replace=False)
+    b = rng.permutation(a)
+    keep = np.asarray(y)[a] != np.asarray(y)[b]
+    a, b = a[keep], b[keep]
+    noise = encoder.encode_stochastic(X[a])
+    swapped = encoder.inverse_transform(encoder.transform(X[b]), noise=noise)
+    labels = np.asarray(read(swapped))
+    return {"n_pairs": int(len(a)), "shows_latent_class": float(np.mean(labels == np.asarray(y)[b])),
+            "shows_noise_class": float(np.mean(labels == np.asarray(y)[a])),
+            "encode_steps": int(encoder.encode_steps), "decode_steps": int(encoder.decode_steps)}

@@ -5,26 +5,33 @@
   made to correlate, for counterfactual metrics that need ground truth (oracles, MNAC,
   correlation difference, percent conversion, mode recovery).
 * :func:`load_image_folder`: images stored as ``root/<class>/<image>``.
+* :func:`load_fashion_mnist`: Fashion-MNIST read from its IDX files (the Debian package
+  ``dataset-fashion-mnist`` installs them).
 
 They return images as arrays shaped ``(n, H, W, C)``: ``float32`` in [0, 1], except
-:func:`load_image_folder`, which keeps ``uint8`` in 0..255 by default (``dtype='float32'`` on request).
+:func:`load_image_folder`, which keeps ``uint8`` in 0..255 by default (``dtype='float32'`` on request),
+and :func:`load_fashion_mnist`, which always returns ``uint8``.
 """
 
+import gzip
 import os
 from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, validate_params
+from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
 from ._images import check_image_size
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "SHAPES_ATTRIBUTES",
+    "FASHION_MNIST_CLASSES",
+    "FASHION_MNIST_PATH",
     "SHAPES_CORRELATED_PAIRS",
     "load_digits_images",
+    "load_fashion_mnist",
     "load_image_folder",
     "make_or_class",
     "make_shapes",
@@ -526,3 +533,135 @@ def _read_or_raise(read, file):
         return read(file)
     except (OSError, ValueError) as exc:  # PIL.UnidentifiedImageError is an OSError
         raise ValueError(f"cannot read '{file}' as an image: {exc}") from exc
+
+
+# -------------------------------------------------------------------------------------------------
+# Fashion-MNIST
+# -------------------------------------------------------------------------------------------------
+
+FASHION_MNIST_PATH = "/usr/share/datasets/fashion-mnist"
+"""Where the Debian package ``dataset-fashion-mnist`` installs the IDX files."""
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+"""The ten official class names of Fashion-MNIST, in label order (Xiao et al., 2017)."""
+_FASHION_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+                  "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+_IDX_UBYTE = 0x08  # IDX type code of unsigned bytes
+
+
+def _find_idx_file(root, stem):
+    """``root/stem.gz`` or ``root/stem`` (also ``stem.idx3-ubyte``-style dots), else None."""
+    for name in (stem + ".gz", stem, stem.replace("-idx", ".idx") + ".gz", stem.replace("-idx", ".idx")):
+        if (root / name).is_file():
+            return root / name
+    return None
+
+
+def _read_idx(file, n_dims):
+    """Read an IDX file of unsigned bytes with ``n_dims`` dimensions (gzip-compressed or not).
+
+    The format (LeCun et al., MNIST page): two zero bytes, the type code (0x08 for unsigned
+    bytes), the number of dimensions, then one big-endian int32 per dimension, then the data.
+    """
+    with open(file, "rb") as f:
+        opener = gzip.open if f.read(2) == b"\x1f\x8b" else open
+    try:
+        with opener(file, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as exc:
+        raise ValueError(f"cannot read '{file}' as an IDX file: {exc}") from exc
+    if len(data) < 4 or data[:2] != b"\x00\x00" or data[2] != _IDX_UBYTE or data[3] != n_dims:
+        raise ValueError(
+            f"'{file}' is not an IDX file of unsigned bytes with {n_dims} dimension(s) "
+            f"(bad magic number {data[:4].hex() or 'empty'}; expected 000008{n_dims:02x})."
+        )
+    header = 4 + 4 * n_dims
+    shape = tuple(int(d) for d in np.frombuffer(data[4:header], dtype=">i4"))
+    if len(data) - header != int(np.prod(shape)):
+        raise ValueError(f"'{file}' is truncated or too long: its header announces shape {shape} "
+                         f"({int(np.prod(shape))} bytes) but it holds {len(data) - header}.")
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _missing_fashion_message(root, missing):
+    return (
+        f"Fashion-MNIST files not found in '{root}': missing {', '.join(missing)} (with or without .gz). "
+        f"Install them with `sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu; they go to "
+        f"{FASHION_MNIST_PATH}), or download the four IDX files from "
+        "https://github.com/zalandoresearch/fashion-mnist and pass their folder as path."
+    )
+
+
+@validate_params(
+    {
+        "path": [str, os.PathLike, None],
+        "subset": [StrOptions({"train", "test"})],
+        "image_size": [Interval(Integral, 1, None, closed="left")],
+    },
+    prefer_skip_nested_validation=True,
+)
+def load_fashion_mnist(path=None, *, subset="train", image_size=28):
+    """Load Fashion-MNIST (Xiao et al., 2017) from its IDX files.
+
+    Reads ``train-images-idx3-ubyte`` and ``train-labels-idx1-ubyte`` (``subset='train'``, 60,000
+    images) or ``t10k-*`` (``'test'``, 10,000 images), gzip-compressed (``.gz``) or not, as
+    distributed by Zalando Research and installed by the Debian package
+    ``dataset-fashion-mnist``. Nothing is downloaded.
+
+    Parameters
+    ----------
+    path : str, os.PathLike or None, default=None
+        Folder holding the IDX files. None reads ``FASHION_MNIST_PATH``
+        (``/usr/share/datasets/fashion-mnist``, where the Debian package installs them).
+    subset : {'train', 'test'}, default='train'
+        Which split to read.
+    image_size : int, default=28
+        Side of the returned images. Other sizes than 28 are resized with Pillow's bicubic
+        filter, still in ``uint8``.
+
+    Returns
+    -------
+    X : ndarray of shape (n_samples, image_size, image_size, 1), dtype uint8
+        Grayscale images in 0..255 (white garment on black, as stored).
+    y : ndarray of shape (n_samples,), dtype int64
+        Class labels 0..9.
+    class_names : list of str
+        ``FASHION_MNIST_CLASSES``: ``class_names[y[i]]`` names image ``i``'s class.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the files are missing; the message says how to get them.
+    ValueError
+        If a file is not an IDX file of unsigned bytes (bad magic number), is truncated, or if
+        the images and labels do not match.
+
+    Examples
+    --------
+    >>> from skcfx.datasets import load_fashion_mnist
+    >>> X, y, names = load_fashion_mnist(subset="test")  # doctest: +SKIP
+    >>> X.shape, X.dtype, names[y[0]]  # doctest: +SKIP
+    ((10000, 28, 28, 1), dtype('uint8'), 'Ankle boot')
+    """
+    root = Path(FASHION_MNIST_PATH if path is None else path)
+    stems = _FASHION_FILES[subset]
+    files = [_find_idx_file(root, stem) for stem in stems]
+    missing = [stem for stem, file in zip(stems, files) if file is None]
+    if missing:
+        raise FileNotFoundError(_missing_fashion_message(root, missing))
+    images, labels = _read_idx(files[0], 3), _read_idx(files[1], 1)
+    if images.shape[0] != labels.shape[0]:
+        raise ValueError(f"'{files[0]}' holds {images.shape[0]} images but '{files[1]}' holds "
+                         f"{labels.shape[0]} labels.")
+    if labels.size and labels.max() >= len(FASHION_MNIST_CLASSES):
+        raise ValueError(f"'{files[1]}' holds label {int(labels.max())}; Fashion-MNIST labels are 0..9.")
+    if image_size != images.shape[1] or image_size != images.shape[2]:
+        from PIL import Image
+
+        images = np.stack([
+            np.asarray(Image.fromarray(im).resize((image_size, image_size), Image.Resampling.BICUBIC))
+            for im in images
+        ]) if len(images) else np.empty((0, image_size, image_size), dtype=np.uint8)
+    return (np.ascontiguousarray(images, dtype=np.uint8)[..., None], labels.astype(np.int64),
+            list(FASHION_MNIST_CLASSES))

@@ -1,0 +1,477 @@
+"""Benchmark: DifCluE's mixed-class protocol on Fashion-MNIST (28 px), next to DiME and FastDiME.
+
+Two garment classes form the positive class; the eight others are negative. Held-out negatives
+are explained towards each mode of the positive class, and an oracle trained on the ten classes
+(a timm network the explainers never see) reads which garment each counterfactual shows.
+Pairs (issue 14): (Ankle boot, T-shirt/top) and (Pullover, Sandal).
+
+Stages:
+
+* ``--prepare``: train the DiffAE once (default ``DiffAEEncoder`` recipe on ``--n-train``
+  training images, stopped after ``--train-budget-min`` minutes of wall time if it has not
+  reached ``max_steps`` by then) and cache it in ``SKCFX_BENCH_CACHE`` (default
+  benchmarks/output/). Later runs reuse it.
+* default: the protocol on the cached DiffAE. Per pair: a TimmClassifier (resnet18) on the
+  binary labels; ``ModalDirectionFinder(n_modes=2)`` on the DiffAE latents of the training
+  images; the same queries explained by every method of ``--methods`` (``METHODS`` below: one
+  line adds a method). Reported per method: percent conversion per mode, flip rate, mode
+  recovery ARI, FID on the oracle's pooled features (successful counterfactuals vs held-out
+  real images, with the real-vs-real baseline for as many real images), MNAC-style oracle
+  changes (MNAC with the oracle's 10 class probabilities as attributes, the share of
+  counterfactuals whose oracle class changed, and the mean L1 change of those probabilities), sigma_L (mean pairwise pixel L1 between a query's
+  counterfactuals), L1 proximity, NFE and seconds per counterfactual. The DiffAE's training time,
+  steps, held-out reconstruction MSE and its semantic control (share of latent/noise swaps the
+  oracle reads as the latent's class, ``_common.semantic_control``) are reported once.
+* ``--quick``: a smoke run (tiny DiffAE trained on the spot, tiny networks, few queries; the
+  numbers mean nothing, the plumbing is real).
+
+    python benchmarks/fashion_protocol.py --prepare [--train-budget-min 40]
+    python benchmarks/fashion_protocol.py [--methods difclue paper_alpha dime fastdime] [--n-queries 40]
+    python benchmarks/fashion_protocol.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import os
+import pickle
+import signal
+import time
+
+import numpy as np
+
+from _common import CACHE, RESULTS, semantic_control, write_json
+from skcfx import CounterfactualExplainer, DiffAEEncoder, ModalDirectionFinder
+from skcfx.classifiers import TimmClassifier
+from skcfx.datasets import load_fashion_mnist
+from skcfx.methods import DiME, DifCluE, FastDiME
+from skcfx.metrics import diversity, extract_features, frechet_distance, mnac
+from skcfx.protocols import evaluate_mode_conversion, mixed_class_labels, mode_subclasses
+
+PAIRS = (("Ankle boot", "T-shirt/top"), ("Pullover", "Sandal"))
+
+FULL = dict(
+    n_train=10000, n_test=10000, seed=0,
+    # The library defaults, spelled out (DiffAEEncoder() with random_state=0); at 28 px
+    # architecture='auto' is the tiny16 layout (width 16, levels 28 and 14, attention at 14,
+    # latent 32, 0.19M parameters).
+    encoder=dict(max_steps=5000, batch_size=64, learning_rate=1e-3, latent_dropout=0.1,
+                 encode_steps=20, decode_steps=20),
+    train_budget_min=40.0,
+    # One epoch: on the shared 2-core CPU the 10-class oracle's 3 epochs took 21 min.
+    classifier=dict(model_name="resnet18", max_epochs=1, batch_size=64),
+    oracle=dict(model_name="resnet18", max_epochs=3, batch_size=64),
+    n_queries=30, n_guided_queries=6, n_samples=2, n_modes=2,
+    # Images the explainers are fitted on (DifCluE's latent surrogate and source clusters); the
+    # modes are found on all n_train latents.
+    n_fit_explainer=4000,
+    # The paper's recipe: one fixed step along the mode-vs-rest direction for every query.
+    paper_alpha=1.0,
+    dime=dict(respacing=100, tau=30), fastdime=dict(respacing=100, tau=30),
+    n_fid_baseline=200, n_semantic_pairs=200,
+)
+
+QUICK = dict(
+    FULL, n_train=600, n_test=400,
+    encoder=dict(architecture=dict(model_channels=16, channel_mult=(1, 1), enc_channel_mult=(1, 1, 2),
+                                   attention_resolutions=(7,), embed_channels=32, latent_dim=16),
+                 max_steps=60, batch_size=32, learning_rate=2e-3, latent_dropout=0.1,
+                 encode_steps=6, decode_steps=6),
+    train_budget_min=5.0,
+    classifier=dict(model_name="test_resnet", max_epochs=2, batch_size=32),
+    oracle=dict(model_name="test_resnet", max_epochs=2, batch_size=32),
+    n_queries=4, n_guided_queries=2, n_fit_explainer=300,
+    dime=dict(respacing=50, tau=4, lambda_c=(8.0,)), fastdime=dict(respacing=50, tau=6),
+    n_fid_baseline=40, n_semantic_pairs=40,
+)
+
+
+# ---------------------------------------------------------------------------------------------------
+# data and the DiffAE
+# ---------------------------------------------------------------------------------------------------
+
+
+def load_data(cfg):
+    """The first ``n_train`` training and ``n_test`` test images (uint8) with labels and names."""
+    X_train, y_train, names = load_fashion_mnist(cfg.get("path"), subset="train")
+    X_test, y_test, _ = load_fashion_mnist(cfg.get("path"), subset="test")
+    return {"X_train": X_train[: cfg["n_train"]], "y_train": y_train[: cfg["n_train"]],
+            "X_test": X_test[: cfg["n_test"]], "y_test": y_test[: cfg["n_test"]], "names": names}
+
+
+def encoder_path(cfg):
+    """Cache file of the DiffAE for this data and recipe."""
+    key_cfg = {k: cfg[k] for k in ("n_train", "seed", "encoder", "train_budget_min")}
+    key = hashlib.sha1(json.dumps(key_cfg, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return CACHE / f"fashion_encoder_28px_{key}.pt"
+
+
+def train_encoder(cfg, X, log=print):
+    """Train the DiffAE, stopping cleanly (SIGINT at a step boundary) after the time budget.
+
+    A run that hits the budget keeps the weights of its last completed step; a checkpoint next to
+    the cache file lets an interrupted run resume.
+    """
+    path = encoder_path(cfg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    encoder = DiffAEEncoder(random_state=cfg["seed"], verbose=True, checkpoint_path=str(path) + ".ckpt",
+                            checkpoint_every=100, **cfg["encoder"])
+    budget_s = int(cfg["train_budget_min"] * 60)
+    previous = signal.signal(signal.SIGALRM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+    signal.alarm(budget_s)
+    stopped = False
+    try:
+        encoder.fit(X)
+    except KeyboardInterrupt:
+        stopped = True
+        log(f"time budget of {budget_s} s reached after {encoder.n_steps_} steps")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    encoder.set_params(checkpoint_path=None)
+    encoder.save(path)
+    meta = {"n_steps": int(encoder.n_steps_), "stopped_by_budget": stopped, "fit_time_s": encoder.fit_time_s_}
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    log(f"saved {path}: {meta}")
+    return encoder, meta
+
+
+def load_encoder(cfg, X, log=print):
+    """The cached DiffAE of this recipe, else train it now. Returns ``(encoder, info)``."""
+    path = encoder_path(cfg)
+    if path.is_file():
+        meta = json.loads(path.with_suffix(".json").read_text())
+        return DiffAEEncoder.load(path), {**meta, "from_cache": True, "path": str(path)}
+    encoder, meta = train_encoder(cfg, X, log)
+    return encoder, {**meta, "from_cache": False, "path": str(path)}
+
+
+def cached_classifier(cfg, name, X, y, seed):
+    """A TimmClassifier for ``name`` (its labels ``y``), cached next to the DiffAE; ``(clf, fit_s, cached)``."""
+    key_cfg = {k: cfg[k] for k in ("n_train", "seed")}
+    key_cfg.update(params=cfg["oracle" if name == "oracle" else "classifier"], name=name, seed_used=seed)
+    key = hashlib.sha1(json.dumps(key_cfg, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    path = CACHE / f"fashion_{name.replace(' ', '_').replace('/', '_')}_{key}.pkl"
+    if path.is_file():
+        with open(path, "rb") as f:
+            clf, fit_s = pickle.load(f)
+        return clf, fit_s, True
+    start = time.perf_counter()
+    clf = TimmClassifier(random_state=seed, **key_cfg["params"]).fit(X, y)
+    fit_s = time.perf_counter() - start
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        pickle.dump((clf, fit_s), f)
+    return clf, fit_s, False
+
+
+# ---------------------------------------------------------------------------------------------------
+# methods: name -> (factory(cfg) -> method, uses the modes, guided: explains only the first
+# n_guided_queries queries because each counterfactual costs hundreds of denoiser calls)
+# ---------------------------------------------------------------------------------------------------
+
+METHODS = {
+    "difclue": (lambda cfg: DifCluE(), True, False),
+    "paper_alpha": (lambda cfg: DifCluE(alpha=cfg["paper_alpha"], contrast="rest"), True, False),
+    # Extra row (not a default): a 4x longer reach along the direction with more decodes.
+    "difclue_far": (lambda cfg: DifCluE(alpha_max=32.0, max_decodes=6), True, False),
+    "dime": (lambda cfg: DiME(n_samples=cfg["n_samples"], **cfg["dime"]), False, True),
+    "fastdime": (lambda cfg: FastDiME(n_samples=cfg["n_samples"], **cfg["fastdime"]), False, True),
+}
+"""The methods compared; a new one is one more line (e.g. ``"dissect": (lambda cfg: ..., False, False)``)."""
+
+
+def _oracle_reader(oracle):
+    return lambda images: oracle.predict(images)
+
+
+def method_metrics(e, oracle, pair_labels, mapping, reference_features, heldout, n_guided, uses_modes):
+    """All figures of one explanation (see the module docstring)."""
+    n, k = e.success.shape
+    flat = e.counterfactuals.reshape((n * k,) + e.images.shape[1:])
+    p_q = oracle.predict_proba(e.images)
+    p_cf = oracle.predict_proba(flat).reshape(n, k, -1)
+    read_q, read_cf = p_q.argmax(1), p_cf.argmax(2)
+    a, b = pair_labels
+    ok = e.success
+    row = {
+        "n_queries": int(n), "n_counterfactuals": int(n * k), "flip_rate": float(e.flip_rate),
+        "shows_pair_class": {"either": float(np.isin(read_cf, pair_labels).mean()),
+                             str(a): float(np.mean(read_cf == a)), str(b): float(np.mean(read_cf == b))},
+        # MNAC on the oracle's 10 class probabilities as attributes (> 0.5): a clean change of
+        # class counts 2, an unchanged class 0; over successful counterfactuals, as in DiME.
+        "mnac": float(mnac(np.repeat(p_q[:, None], k, 1)[ok], p_cf[ok])) if ok.any() else None,
+        "oracle_class_changed": float(np.mean(read_cf != read_q[:, None])),
+        "oracle_proba_l1_change": float(np.abs(p_cf - p_q[:, None]).sum(-1).mean()),
+        "sigma_L": float(diversity(e.counterfactuals)) if k > 1 else None,
+        "n_function_evals": float(e.n_function_evals),
+        "seconds_per_counterfactual": float(e.wall_time_s / (n * k)),
+        "wall_time_s": float(e.wall_time_s),
+    }
+    if uses_modes:
+        conv = evaluate_mode_conversion(e, _oracle_reader(oracle), mapping)
+        row.update(percent_conversion=conv["percent_conversion"], l1=conv["l1"], mean_alpha=conv["mean_alpha"])
+    else:
+        row["l1"] = float(np.abs(e.counterfactuals - e.images[:, None]).mean())
+    row["fid"] = _fid(flat[ok.reshape(-1)], reference_features, oracle, heldout)
+    if not n_guided >= n:  # the same queries as the guided methods, for a like-for-like FID
+        sub = e.success[:n_guided].reshape(-1)
+        row["fid_guided_queries"] = _fid(e.counterfactuals[:n_guided].reshape((-1,) + e.images.shape[1:])[sub],
+                                         reference_features, oracle, heldout)
+    return row
+
+
+def _fid(images, reference_features, oracle, heldout):
+    """FID of ``images`` against the reference features, with the real-vs-real baseline at the same n.
+
+    FID is biased upwards for small samples; the baseline (as many held-out real images as
+    counterfactuals) tells what that bias alone gives.
+    """
+    n = len(images)
+    if n < 2:
+        return {"n": int(n), "fid": None, "real_baseline_same_n": None}
+    fid = frechet_distance(reference_features, extract_features(images, oracle.module_))
+    base = frechet_distance(reference_features, extract_features(heldout[:n], oracle.module_))
+    return {"n": int(n), "fid": float(fid), "real_baseline_same_n": float(base)}
+
+
+def run_pair(pair, models, data, cfg, methods, Z_train, log):
+    """The protocol on one pair of garment classes; returns (results, explanations)."""
+    names = data["names"]
+    pair_labels = tuple(names.index(p) for p in pair)
+    yb_train = mixed_class_labels(data["y_train"], pair_labels)
+    yb_test = mixed_class_labels(data["y_test"], pair_labels)
+    classifier, clf_s, clf_cached = cached_classifier(cfg, "classifier " + " + ".join(pair), data["X_train"],
+                                                      yb_train, cfg["seed"])
+    clf_acc = float(np.mean(classifier.predict(data["X_test"]) == yb_test))
+    log(f"{pair}: classifier accuracy {clf_acc:.3f} ({clf_s:.0f} s{', cached' if clf_cached else ''})")
+    negatives = np.flatnonzero(yb_test == 0)
+    queries = data["X_test"][negatives[: cfg["n_queries"]]]
+    # Disjoint held-out images for FID: a reference set and real images for the baseline.
+    rest = negatives[cfg["n_queries"]:]
+    pool = np.concatenate([rest, np.flatnonzero(yb_test == 1)])
+    pool = np.random.default_rng(cfg["seed"]).permutation(pool)
+    heldout_pos = data["X_test"][pool[yb_test[pool] == 1]]
+    # Counterfactuals should look like real positives: both FID sets are held-out positives.
+    n_base = cfg["n_fid_baseline"]
+    reference = heldout_pos[n_base:]
+    baseline_images = heldout_pos[:n_base]
+    reference_features = extract_features(reference, models["oracle"].module_)
+    finder = ModalDirectionFinder(n_modes=cfg["n_modes"], random_state=cfg["seed"]).fit(Z_train, yb_train)
+    mapping, recovery = mode_subclasses(finder, data["y_train"], class_label=1)
+    log(f"{pair}: modes -> {mapping}, recovery {recovery}")
+    results, explanations = {}, {}
+    n_guided = min(cfg["n_guided_queries"], len(queries))
+    for name in methods:
+        factory, uses_modes, guided = METHODS[name]
+        X_fit, y_fit = data["X_train"][: cfg["n_fit_explainer"]], yb_train[: cfg["n_fit_explainer"]]
+        if not uses_modes:  # DiME / FastDiME learn nothing from the training set
+            X_fit, y_fit = X_fit[:256], y_fit[:256]
+        q = queries[:n_guided] if guided else queries
+        start = time.perf_counter()
+        explainer = CounterfactualExplainer(encoder=models["encoder"], direction_finder=finder if uses_modes else None,
+                                            classifier=classifier, method=factory(cfg), random_state=cfg["seed"],
+                                            batch_size=len(q)).fit(X_fit, y_fit)
+        fit_s = time.perf_counter() - start
+        e = explainer.explain(q, target_class=1)
+        row = method_metrics(e, models["oracle"], pair_labels, mapping, reference_features, baseline_images,
+                             n_guided, uses_modes)
+        row["explainer_fit_s"] = fit_s
+        row["method"] = repr(factory(cfg))
+        results[name] = row
+        explanations[name] = e
+        log(f"{pair} {name}: " + json.dumps({k: row.get(k) for k in ("percent_conversion", "flip_rate", "fid",
+                                                                     "n_function_evals", "seconds_per_counterfactual")}))
+    real_baseline = frechet_distance(reference_features, extract_features(baseline_images, models["oracle"].module_))
+    out = {"pair": list(pair), "pair_labels": list(pair_labels), "classifier_accuracy": clf_acc,
+           "classifier_fit_s": clf_s, "classifier_cached": clf_cached, "n_queries": int(len(queries)),
+           "n_guided_queries": int(n_guided), "mode_to_class": {str(m): names[c] for m, c in mapping.items()},
+           "mode_recovery": recovery, "fid_real_baseline": float(real_baseline), "n_fid_baseline": int(n_base),
+           "n_fid_reference": int(len(reference)), "methods": results}
+    return out, explanations, mapping
+
+
+def encoder_report(encoder, oracle, data, cfg):
+    """Held-out reconstruction MSE ([-1, 1] units) and semantic control of the DiffAE."""
+    X = data["X_test"][-200:]
+    start = time.perf_counter()
+    mse = -float(encoder.score(X))
+    recon_s = time.perf_counter() - start
+    control = semantic_control(encoder, _oracle_reader(oracle), data["X_test"][-1000:], data["y_test"][-1000:],
+                               n_pairs=cfg["n_semantic_pairs"], seed=cfg["seed"])
+    return {"reconstruction_mse_pm1": mse, "n_reconstructed": int(len(X)), "reconstruction_s": recon_s,
+            "semantic_control": control, "n_parameters": int(sum(p.numel() for p in encoder.net_.parameters())),
+            "n_steps": int(encoder.n_steps_), "fit_time_s": float(encoder.fit_time_s_),
+            "final_loss_mean_last_100": float(np.mean(encoder.loss_history_[-100:])),
+            "architecture": encoder.config_.to_dict(),
+            "params": {k: v for k, v in encoder.get_params().items() if k != "checkpoint_path"}}
+
+
+def save_figure(explanations, pairs, mappings, oracle, names, path, n_rows=5):
+    """Queries and one counterfactual per mode (DifCluE defaults), both pairs side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n_rows = min([n_rows] + [e.n_queries for e in explanations])
+    fig, axes = plt.subplots(n_rows, 3 * len(pairs), figsize=(1.35 * 3 * len(pairs), 1.45 * n_rows), squeeze=False)
+    for j, (pair, e, mapping) in enumerate(zip(pairs, explanations, mappings)):
+        order = np.argsort(e.mode_ids[0])
+        for i in range(n_rows):
+            cells = [(e.images[i], "query: " + names[int(oracle.predict(e.images[i:i + 1])[0])])]
+            for slot in order:
+                cf = e.counterfactuals[i, slot]
+                read = names[int(oracle.predict(cf[None])[0])]
+                mark = "" if e.success[i, slot] else " (no flip)"
+                cells.append((cf, f"{read}{mark}"))
+            for c, (image, title) in enumerate(cells):
+                ax = axes[i, 3 * j + c]
+                ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=1)
+                ax.set_xticks([]), ax.set_yticks([])
+                ax.set_title(title, fontsize=6)
+                if i == 0 and c > 0:
+                    ax.set_title(f"mode {names[mapping[int(e.mode_ids[0, order[c - 1]])]]}\n{title}", fontsize=6)
+    fig.suptitle("DifCluE (library defaults) on Fashion-MNIST: query | counterfactual per mode "
+                 "(titles: the oracle's reading)", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def run(cfg, methods, log=print, figure_path=None):
+    start = time.perf_counter()
+    data = load_data(cfg)
+    encoder, enc_info = load_encoder(cfg, data["X_train"], log)
+    oracle, oracle_s, oracle_cached = cached_classifier(cfg, "oracle", data["X_train"], data["y_train"],
+                                                        cfg["seed"] + 1)
+    oracle_acc = float(np.mean(oracle.predict(data["X_test"]) == data["y_test"]))
+    log(f"oracle accuracy {oracle_acc:.3f} ({oracle_s:.0f} s)")
+    enc_report = encoder_report(encoder, oracle, data, cfg)
+    log(f"encoder: {json.dumps({k: enc_report[k] for k in ('reconstruction_mse_pm1', 'semantic_control', 'n_steps')})}")
+    Z_train = encoder.transform(data["X_train"])
+    runs, explanations, mappings = [], [], []
+    for pair in cfg["pairs"]:
+        out, e, mapping = run_pair(pair, {"encoder": encoder, "oracle": oracle}, data, cfg, methods, Z_train, log)
+        runs.append(out)
+        explanations.append(e.get("difclue"))
+        mappings.append(mapping)
+    if figure_path is not None and all(e is not None for e in explanations):
+        save_figure(explanations, cfg["pairs"], mappings, oracle, data["names"], figure_path)
+        log(f"wrote {figure_path}")
+    summary = {}
+    for name in methods:
+        rows = [r["methods"][name] for r in runs]
+        pc = [r["percent_conversion"]["mean"] for r in rows if "percent_conversion" in r]
+        summary[name] = {
+            "percent_conversion_mean": float(np.mean(pc)) if pc else None,
+            "flip_rate": float(np.mean([r["flip_rate"] for r in rows])),
+            "fid": _mean([r["fid"]["fid"] for r in rows]),
+            "n_function_evals": float(np.mean([r["n_function_evals"] for r in rows])),
+            "seconds_per_counterfactual": float(np.mean([r["seconds_per_counterfactual"] for r in rows])),
+        }
+    settings = {k: v for k, v in cfg.items()}
+    settings["methods"] = list(methods)
+    return {"settings": settings, "oracle": {"accuracy": oracle_acc, "fit_s": oracle_s, "cached": oracle_cached,
+                                             "params": cfg["oracle"], "n_classes": 10},
+            "encoder": {**enc_info, **enc_report}, "runs": runs, "summary": summary,
+            "total_time_s": time.perf_counter() - start}
+
+
+def _f(value, digits=2):
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
+
+
+def readme_lines(result):
+    """Markdown table of the main figures, one row per pair and method (all from this JSON)."""
+    lines = ["| pair | method | queries | percent conversion per mode (mean) | flip rate | FID (real-vs-real, same n) "
+             "| FID on the guided methods' queries | MNAC | oracle class changed | sigma_L | L1 | NFE / CF | s / CF |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for run in result["runs"]:
+        names = {str(lab): nm for lab, nm in zip(run["pair_labels"], run["pair"])}
+        for name, row in run["methods"].items():
+            if "percent_conversion" in row:
+                pc = row["percent_conversion"]
+                conv = " / ".join(f"{names.get(k, k)} {_f(v)}" for k, v in pc["per_mode"].items()) + f" ({_f(pc['mean'])})"
+            else:
+                shown = row["shows_pair_class"]
+                conv = "no modes; shows " + " / ".join(f"{names[k]} {_f(shown[k])}" for k in names)
+            fid, fid_g = row["fid"], row.get("fid_guided_queries", row["fid"])
+            lines.append(
+                f"| {' / '.join(run['pair'])} | {name} | {row['n_queries']} | {conv} | {_f(row['flip_rate'])} | "
+                f"{_f(fid['fid'], 1)} ({_f(fid['real_baseline_same_n'], 1)}, n={fid['n']}) | "
+                f"{_f(fid_g['fid'], 1)} ({_f(fid_g['real_baseline_same_n'], 1)}, n={fid_g['n']}) | {_f(row['mnac'])} | "
+                f"{_f(row['oracle_class_changed'])} | {_f(row['sigma_L'], 3)} | {_f(row['l1'], 3)} | "
+                f"{row['n_function_evals']:.0f} | {_f(row['seconds_per_counterfactual'])} |")
+    return lines
+
+
+def _mean(values):
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+# Candidates timed by --time-architectures (28 px, batch 64): the default and two alternatives.
+CANDIDATES = {
+    "auto (default)": "auto",
+    "width 16, 3 levels": dict(model_channels=16, channel_mult=(1, 1, 1), enc_channel_mult=(1, 1, 2, 2),
+                               attention_resolutions=(7,), embed_channels=64, latent_dim=32),
+    "width 32, 2 levels": dict(model_channels=32, channel_mult=(1, 1), enc_channel_mult=(1, 2, 2),
+                               attention_resolutions=(14,), embed_channels=64, latent_dim=32),
+}
+
+
+def time_architectures(cfg, X, n_steps=20):
+    """Seconds per training step of each candidate network (what a fixed time budget buys)."""
+    rows = {}
+    for name, arch in CANDIDATES.items():
+        enc = DiffAEEncoder(architecture=arch, max_steps=n_steps, batch_size=cfg["encoder"]["batch_size"],
+                            random_state=cfg["seed"])
+        start = time.perf_counter()
+        enc.fit(X[:2000])
+        rows[name] = {"seconds_per_step": (time.perf_counter() - start) / n_steps, "n_steps": n_steps,
+                      "n_parameters": int(sum(p.numel() for p in enc.net_.parameters())),
+                      "architecture": enc.config_.to_dict()}
+        print(name, rows[name]["seconds_per_step"], flush=True)
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prepare", action="store_true", help="only train and cache the DiffAE")
+    parser.add_argument("--quick", action="store_true", help="tiny smoke configuration")
+    parser.add_argument("--train-budget-min", type=float, default=None)
+    parser.add_argument("--time-architectures", action="store_true",
+                        help="only time a training step of the candidate DiffAE networks")
+    parser.add_argument("--methods", nargs="+", default=["difclue", "paper_alpha", "dime", "fastdime"],
+                        choices=list(METHODS))
+    parser.add_argument("--n-queries", type=int, default=None)
+    parser.add_argument("--n-guided-queries", type=int, default=None)
+    parser.add_argument("--pairs", nargs="+", default=None, help='e.g. "Ankle boot,T-shirt/top"')
+    parser.add_argument("--name", default=None, help="JSON name (default fashion_protocol[_quick])")
+    args = parser.parse_args()
+    cfg = copy.deepcopy(QUICK if args.quick else FULL)
+    cfg["pairs"] = [tuple(p.split(",")) for p in args.pairs] if args.pairs else [list(p) for p in PAIRS]
+    for key in ("train_budget_min", "n_queries", "n_guided_queries"):
+        if getattr(args, key) is not None:
+            cfg[key] = getattr(args, key)
+    if args.time_architectures:
+        write_json("fashion_diffae_timing", {"rows": time_architectures(cfg, load_data(cfg)["X_train"]),
+                                             "note": "one torch thread on the shared 2-core CPU, other jobs running"})
+        return
+    if args.prepare:
+        load_encoder(cfg, load_data(cfg)["X_train"])
+        return
+    name = args.name or ("fashion_protocol_quick" if args.quick else "fashion_protocol")
+    figure = CACHE / "fashion_protocol_quick.png" if args.quick else RESULTS / f"{name}.png"
+    result = run(cfg, args.methods, log=lambda m: print(m, flush=True), figure_path=figure)
+    result["readme_lines"] = readme_lines(result)
+    write_json(name, result)
+    print("\n".join(result["readme_lines"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""Smoke test of benchmarks/fashion_protocol.py on tiny fake IDX files (the real files may be absent).
+
+The whole protocol (data, DiffAE, oracle, classifiers, DifCluE and FastDiME, figure, README
+lines) runs once at a toy size; the test checks the structure of the payload and that figures are
+in range. The numbers mean nothing at this size.
+"""
+
+import copy
+import gzip
+import struct
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import fashion_protocol as fp  # noqa: E402
+
+
+def _write_idx(path, array):
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(struct.pack(">i", d) for d in array.shape)
+    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+
+
+def _fake_fashion(folder, n, prefix, seed):
+    """Class c is a bright bar at row 2c (easy for any network), on noise."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 10
+    X = rng.integers(0, 40, size=(n, 28, 28)).astype(np.uint8)
+    for i, c in enumerate(y):
+        X[i, 2 * c + 3: 2 * c + 6, 4:24] = 230
+    _write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", X)
+    _write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", y)
+
+
+@pytest.mark.slow
+def test_protocol_runs_end_to_end(tmp_path, monkeypatch):
+    _fake_fashion(tmp_path, 200, "train", 0)
+    _fake_fashion(tmp_path, 200, "t10k", 1)
+    monkeypatch.setattr(fp, "CACHE", tmp_path / "cache")
+    cfg = copy.deepcopy(fp.QUICK)
+    cfg.update(path=tmp_path, n_train=200, n_test=200, n_queries=3, n_guided_queries=2, n_fit_explainer=100,
+               n_fid_baseline=10, n_semantic_pairs=20, pairs=[list(p) for p in fp.PAIRS])
+    cfg["encoder"].update(max_steps=6, batch_size=16, encode_steps=3, decode_steps=3)
+    cfg["classifier"].update(max_epochs=1, batch_size=16)
+    cfg["oracle"].update(max_epochs=1, batch_size=16)
+    cfg["fastdime"].update(tau=3)
+    figure = tmp_path / "figure.png"
+    result = fp.run(cfg, ["difclue", "fastdime"], log=lambda m: None, figure_path=figure)
+    assert figure.is_file()
+    assert result["encoder"]["n_steps"] == 6 and result["encoder"]["reconstruction_mse_pm1"] >= 0
+    assert 0 <= result["encoder"]["semantic_control"]["shows_latent_class"] <= 1
+    assert [r["pair"] for r in result["runs"]] == [list(p) for p in fp.PAIRS]
+    for run in result["runs"]:
+        assert set(run["methods"]) == {"difclue", "fastdime"}
+        assert -1 <= run["mode_recovery"]["ari"] <= 1
+        difclue, fastdime = run["methods"]["difclue"], run["methods"]["fastdime"]
+        assert difclue["n_queries"] == 3 and fastdime["n_queries"] == 2
+        assert 0 <= difclue["percent_conversion"]["mean"] <= 1 and 0 <= difclue["flip_rate"] <= 1
+        assert "percent_conversion" not in fastdime and fastdime["n_function_evals"] > 0
+        assert np.isfinite(run["fid_real_baseline"])
+    lines = fp.readme_lines(result)
+    assert len(lines) == 2 + 2 * 2 and all(line.startswith("|") for line in lines)
+    # the cache is reused: a second run trains nothing
+    again = fp.run(cfg, ["difclue"], log=lambda m: None)
+    assert again["encoder"]["from_cache"] and again["oracle"]["cached"]
