@@ -263,7 +263,12 @@ class CounterfactualExplainer(BaseEstimator):
         if method.needs_directions:
             labels = y if self.mode_labels == "labels" else classes[pred_index]
             finder = self._fit_finder(Z, labels)
-        context = self._context(encoder, finder, proba_model, device, classes)
+        # The fit-time generator seeds what a method learns (DISSECT's traversals); methods that
+        # train through the decoder also get the training images (in the order of Z).
+        context = self._context(encoder, finder, proba_model, device, classes,
+                                make_generator(seed_from_random_state(self.random_state), device))
+        if method.needs_training_images:
+            context.training_images = source
         method.fit(context, Z, pred_index)
         # Commit fitted state only once everything succeeded.
         self.encoder_, self.classifier_, self.direction_finder_ = encoder, classifier, finder
