@@ -59,7 +59,8 @@ class CounterfactualExplainer(BaseEstimator):
     walking the semantic latent of a :class:`DiffAEEncoder` along the directions of a
     :class:`ModalDirectionFinder` (DifCluE). ``method='dime'`` and ``'fastdime'`` make
     counterfactuals by classifier-guided diffusion with the same network (DiME, Jeanneret et al.
-    2022, and its fast variant).
+    2022, and its fast variant). ``method='dissect'`` learns K concept traversals of the latent
+    jointly through the decoder and the classifier (after DISSECT, Ghandeharioun et al. 2022).
 
     Parameters
     ----------
@@ -77,7 +78,7 @@ class CounterfactualExplainer(BaseEstimator):
         scikit-learn classifier is cloned and fitted on ``(X, y)`` in :meth:`fit`.
     method : str or CounterfactualMethod, default='difclue'
         How counterfactuals are made: a registered name (``'difclue'``, ``'dime'``,
-        ``'fastdime'``, or any method added with :func:`skcfx.methods.register_method`; see
+        ``'fastdime'``, ``'dissect'``, or any method added with :func:`skcfx.methods.register_method`; see
         :func:`skcfx.methods.list_methods`), or a method object such as ``DifCluE(alpha=0.5)``
         or ``DiME(n_samples=3)`` to set its options (also reachable as ``method__alpha`` in
         ``set_params``).

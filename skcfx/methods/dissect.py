@@ -331,7 +331,7 @@ class DISSECT(CounterfactualMethod):
                 for key, value in (("loss", loss), ("importance", l_imp), ("distinctness", l_dist),
                                    ("proximity", l_prox), ("edit", l_edit), ("posterior_accuracy", acc)):
                     history[key].append(float(value.detach()) if torch.is_tensor(value) else float(value))
-                bar.set_postfix(loss=f"{history["loss"][-1]:.3f}", imp=f"{history["importance"][-1]:.3f}", acc=f"{acc:.2f}")
+                bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", imp=f"{history['importance'][-1]:.3f}", acc=f"{acc:.2f}")
         self.traversals_ = traversals.cpu().eval().requires_grad_(False)
         self.posterior_ = posterior.cpu().eval().requires_grad_(False)
         self.history_ = history
