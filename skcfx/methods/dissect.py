@@ -146,9 +146,9 @@ class DISSECT(CounterfactualMethod):
     strength : float in [0, 1], default=1.0
         Strength of the traversals :meth:`generate` makes: the requested target probability is
         ``p_0 + strength (1 - p_0)`` (``p_0``: the classifier's on the query).
-    n_steps : int, default=200
+    n_steps : int, default=300
         Training iterations (Adam steps).
-    batch_size : int, default=8
+    batch_size : int, default=16
         Training images per iteration; each is decoded once per concept.
     learning_rate : float, default=1e-2
         Adam learning rate of the edits and of the posterior network.
@@ -159,7 +159,9 @@ class DISSECT(CounterfactualMethod):
         Initial norm of each direction (standardised units per ``sqrt(d)``: the step DifCluE
         calls alpha).
     importance_weight, distinctness_weight, proximity_weight, edit_weight : float
-        Weights of the four loss terms (defaults 1.0, 0.5, 1.0, 0.05); see the module docstring.
+        Weights of the four loss terms (defaults 1.0, 2.0, 1.0, 0.05); see the module docstring. On
+        16 px digits a distinctness weight of 0.5 let both traversals show the same digit; 2.0
+        separated them (``benchmarks/dissect_compare.py``).
     train_decode_steps : int, default=3
         DDIM steps of the decodes trained through (and of the training images' inversion).
     decode_steps : int or None, default=10
@@ -210,8 +212,8 @@ class DISSECT(CounterfactualMethod):
         "checkpoint": ["boolean"],
     }
 
-    def __init__(self, n_concepts=2, *, strength=1.0, n_steps=200, batch_size=8, learning_rate=1e-2,
-                 hidden_dim=32, init_scale=0.3, importance_weight=1.0, distinctness_weight=0.5,
+    def __init__(self, n_concepts=2, *, strength=1.0, n_steps=300, batch_size=16, learning_rate=1e-2,
+                 hidden_dim=32, init_scale=0.3, importance_weight=1.0, distinctness_weight=2.0,
                  proximity_weight=1.0, edit_weight=0.05, train_decode_steps=3, decode_steps=10,
                  max_train_images=512, checkpoint=True):
         self.n_concepts = n_concepts
