@@ -29,6 +29,7 @@ per counterfactual.
 """
 
 import argparse
+import json
 import pickle
 import time
 
@@ -316,7 +317,8 @@ def readme_lines(result):
         f"reproduced on one generator (the shipped digits DiffAE), one resnet18 classifier per pair and the same "
         f"{s['n_queries']} held-out negatives per pair (pairs {pairs}; ours = mean over the pairs). The paper's "
         "figures are on CelebA (two mixed attributes); it reports distinctness, substitutability and importance "
-        "as similar for both methods (our notes keep no figures for them).",
+        "as similar for both methods (our notes keep no figures for them). The whole run (DISSECT's grid "
+        f"included) took {result['total_wall_s'] / 60:.0f} min with other jobs sharing the 2 cores.",
         "",
         "| metric | paper: DifCluE | paper: DISSECT | ours: DifCluE | ours: DISSECT |",
         "|---|---|---|---|---|",
@@ -332,6 +334,20 @@ def readme_lines(result):
                   f"{chosen['n_concepts']} concepts, {chosen['train_decode_steps']} differentiable DDIM steps; "
                   "the other pairs reuse it)."]
     lines += ["", verdict(ours)]
+    supplement = RESULTS / "dissect_compare_tuned_each.json"
+    if supplement.is_file():
+        sup = json.loads(supplement.read_text())
+        for r in sup["runs"]:
+            t, d = r["dissect_tuning"], r["methods"]["dissect"]
+            pm = ", ".join(f"{k}: {v:.2f}" for k, v in d["percent_conversion"]["per_mode"].items())
+            lines += ["", f"Tuned on its own pair (`--tune-every-pair --pairs {r['pair'][0]},{r['pair'][1]}`, "
+                      f"`benchmarks/results/dissect_compare_tuned_each.json`, {sup['date']}): the grid on "
+                      f"{r['pair'][0]}/{r['pair'][1]}'s training negatives chose **{t['chosen']}** ("
+                      + "; ".join(f"{n} {g['score']:.2f}" for n, g in t["grid"].items())
+                      + f"); DISSECT then converts {d['percent_conversion']['mean']:.2f} ({pm}), flip rate "
+                      f"{d['flip_rate']:.2f}, FID (classifier features) {d['fid_classifier_features']:.1f}, "
+                      f"distinctness accuracy {d['distinctness']['accuracy']:.2f}, importance R "
+                      f"{d['importance']['R']:.3f}, substitutability {d['substitutability']['ratio']:.2f}."]
     return lines
 
 
@@ -387,10 +403,11 @@ def main():
     parser.add_argument("--n-tuning", type=int, default=40, help="training negatives scoring the DISSECT grid")
     parser.add_argument("--dissect-steps", type=int, default=None, help="override n_steps (default: the grid's)")
     parser.add_argument("--quick", action="store_true", help="a 2-minute smoke run (one pair, tiny sizes)")
+    parser.add_argument("--tune-every-pair", action="store_true",
+                        help="score the DISSECT grid on every pair's own training negatives (default: the first pair's)")
+    parser.add_argument("--name", default=None, help="JSON name (default: dissect_compare, or _quick)")
     args = parser.parse_args()
     if args.readme:
-        import json
-
         write_readme(json.loads((RESULTS / "dissect_compare.json").read_text()))
         return
     if args.quick:
@@ -405,10 +422,12 @@ def main():
     oracle_acc = float(oracle.score(X_test.reshape(len(X_test), -1), y_test))
     runs, params = [], None
     for p in args.pairs:
-        run, params = run_pair(tuple(int(d) for d in p.split(",")), encoder, oracle, data, args, params)
+        run, params = run_pair(tuple(int(d) for d in p.split(",")), encoder, oracle, data, args,
+                               None if args.tune_every_pair else params)
         runs.append(run)
-    write_json("dissect_compare_quick" if args.quick else "dissect_compare", {
-        "settings": {"pairs": args.pairs, "n_queries": args.n_queries, "n_importance": args.n_importance,
+    name = args.name or ("dissect_compare_quick" if args.quick else "dissect_compare")
+    write_json(name, {
+        "settings": {"pairs": args.pairs, "n_queries": args.n_queries, "tune_every_pair": args.tune_every_pair, "n_importance": args.n_importance,
                      "n_substitutability_per_class": args.n_substitutability, "sub_epochs": args.sub_epochs,
                      "strengths": STRENGTHS, "classifier": CLASSIFIER, "encoder": encoder_info,
                      "encode_steps": encoder.encode_steps, "dissect_base": DISSECT_BASE, "dissect_grid": DISSECT_GRID,
