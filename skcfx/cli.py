@@ -411,7 +411,7 @@ def _add_explain(sub, common):
                    help="value range a torch classifier expects (default -1 1; 0 1 for ToTensor() inputs)")
     p.add_argument("--train", required=True, help="labelled folder: <class>/<image>")
     p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("--method", default="difclue", choices=("difclue", "dime", "fastdime"))
+    p.add_argument("--method", default="difclue", choices=("difclue", "dime", "fastdime", "dissect"))
     p.add_argument("--n-modes", default="2", help="modes per class: an integer or 'auto' (default 2)")
     p.add_argument("--target", help="class folder every counterfactual should reach (default: the other class)")
     p.add_argument("--resize", action="store_true", help="resize and convert images to the encoder's size "

@@ -59,7 +59,8 @@ class CounterfactualExplainer(BaseEstimator):
     walking the semantic latent of a :class:`DiffAEEncoder` along the directions of a
     :class:`ModalDirectionFinder` (DifCluE). ``method='dime'`` and ``'fastdime'`` make
     counterfactuals by classifier-guided diffusion with the same network (DiME, Jeanneret et al.
-    2022, and its fast variant).
+    2022, and its fast variant). ``method='dissect'`` learns K concept traversals of the latent
+    jointly through the decoder and the classifier (after DISSECT, Ghandeharioun et al. 2022).
 
     Parameters
     ----------
@@ -77,7 +78,7 @@ class CounterfactualExplainer(BaseEstimator):
         scikit-learn classifier is cloned and fitted on ``(X, y)`` in :meth:`fit`.
     method : str or CounterfactualMethod, default='difclue'
         How counterfactuals are made: a registered name (``'difclue'``, ``'dime'``,
-        ``'fastdime'``, or any method added with :func:`skcfx.methods.register_method`; see
+        ``'fastdime'``, ``'dissect'``, or any method added with :func:`skcfx.methods.register_method`; see
         :func:`skcfx.methods.list_methods`), or a method object such as ``DifCluE(alpha=0.5)``
         or ``DiME(n_samples=3)`` to set its options (also reachable as ``method__alpha`` in
         ``set_params``).
@@ -263,7 +264,12 @@ class CounterfactualExplainer(BaseEstimator):
         if method.needs_directions:
             labels = y if self.mode_labels == "labels" else classes[pred_index]
             finder = self._fit_finder(Z, labels)
-        context = self._context(encoder, finder, proba_model, device, classes)
+        # The fit-time generator seeds what a method learns (DISSECT's traversals); methods that
+        # train through the decoder also get the training images (in the order of Z).
+        context = self._context(encoder, finder, proba_model, device, classes,
+                                make_generator(seed_from_random_state(self.random_state), device))
+        if method.needs_training_images:
+            context.training_images = source
         method.fit(context, Z, pred_index)
         # Commit fitted state only once everything succeeded.
         self.encoder_, self.classifier_, self.direction_finder_ = encoder, classifier, finder

@@ -386,7 +386,7 @@ def test_method_accepts_every_registered_name(task, fitted_tiny_encoder, pixel_c
             return MethodOutput(cfs, targets, np.full(targets.shape, np.nan), np.full(targets.shape, -1), 0.0, {})
 
     X, y, Xq, _ = task
-    with pytest.raises(ValueError, match=r"method must be one of \['difclue', 'dime', 'fastdime'"):
+    with pytest.raises(ValueError, match=r"method must be one of \['difclue', 'dime', 'dissect', 'fastdime'"):
         CounterfactualExplainer(encoder=fitted_tiny_encoder, classifier=pixel_classifier,
                                 method="identity-for-test").fit(X, y)
     register_method(Identity)

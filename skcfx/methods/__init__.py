@@ -1,4 +1,4 @@
-"""Counterfactual methods, registered by name (``'difclue'``, ``'dime'``, ``'fastdime'``)."""
+"""Counterfactual methods, registered by name (``'difclue'``, ``'dime'``, ``'fastdime'``, ``'dissect'``)."""
 
 from .base import (
     CounterfactualMethod,
@@ -11,12 +11,14 @@ from .base import (
 )
 from .difclue import DifCluE
 from .dime import DiME, FastDiME
+from .dissect import DISSECT
 
 __all__ = [
     "CounterfactualMethod",
     "ExplainContext",
     "MethodOutput",
     "DifCluE",
+    "DISSECT",
     "DiME",
     "FastDiME",
     "create_method",

@@ -5,7 +5,9 @@ A method is a small scikit-learn-style object (``get_params`` / ``set_params``, 
 
 ``fit(context, Z, y)``
     Learn what the method needs from training latents (DifCluE: nothing beyond the fitted
-    direction finder; DiME: nothing). Called by :meth:`CounterfactualExplainer.fit`.
+    direction finder; DiME: nothing). Called by :meth:`CounterfactualExplainer.fit`. A method
+    with ``needs_training_images = True`` (DISSECT) also finds the training images as
+    ``context.training_images``, and ``context.generator`` seeds what it learns.
 ``generate(context, x_0, targets)``
     Produce counterfactuals for one batch of queries. ``x_0`` is a ``(n, C, H, W)`` tensor in
     [-1, 1] on the explainer's device; ``targets`` is an int array ``(n, n_t)`` of target class
@@ -53,6 +55,11 @@ class ExplainContext:
     class_of_index : ndarray
         Class label of each column of the classifier's probabilities.
     verbose : bool
+    training_images : skcfx._image_sources.ImageSource or None
+        The training images, in the order of the latents ``Z`` given to ``fit`` (read a batch at
+        a time with ``training_images.numpy(indices)``). Set only in :meth:`fit` and only for
+        methods with ``needs_training_images = True`` (they train through the decoder and need
+        each image's own inverted noise); None otherwise.
     """
 
     model: object
@@ -64,6 +71,7 @@ class ExplainContext:
     generator: torch.Generator
     class_of_index: np.ndarray
     verbose: bool = False
+    training_images: object = None
 
 
 @dataclass
@@ -104,6 +112,9 @@ class CounterfactualMethod(BaseEstimator):
     needs_directions = False
     #: whether the method needs an unconditional denoiser (a null latent)
     needs_unconditional = False
+    #: whether ``fit`` needs the training images themselves (``context.training_images``), not
+    #: only their latents
+    needs_training_images = False
 
     def fit(self, context, Z, y):
         """Learn from training latents ``Z`` and labels ``y`` (default: nothing)."""
