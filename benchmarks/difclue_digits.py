@@ -53,12 +53,17 @@ VARIANTS = {
     "overshoot_1.3": dict(n_modes=2, method=lambda: DifCluE(overshoot=1.3)),
     "paper_direction": dict(n_modes=2, method=lambda: DifCluE(contrast="rest")),
     "no_mode_check": dict(n_modes=2, method=lambda: DifCluE(require_mode=False)),
+    "paper_direction_no_mode_check": dict(n_modes=2, method=lambda: DifCluE(contrast="rest", require_mode=False)),
     "guidance_1": dict(n_modes=2, method=lambda: DifCluE(guidance_scale=1.0, max_decodes=2)),
+    "fixed_alpha_0.5": dict(n_modes=2, method=lambda: DifCluE(alpha=0.5, contrast="rest")),
     "fixed_alpha_1": dict(n_modes=2, method=lambda: DifCluE(alpha=1.0, contrast="rest")),
     "fixed_alpha_2": dict(n_modes=2, method=lambda: DifCluE(alpha=2.0, contrast="rest")),
     "one_direction": dict(n_modes=1, method=lambda: DifCluE()),
 }
-DEFAULT_VARIANTS = "difclue,mode_bound_0.05,mode_bound_0,overshoot_1.3,fixed_alpha_2"
+DEFAULT_VARIANTS = "difclue,mode_bound_0.05,confidence_0.5,paper_direction,fixed_alpha_2"
+# The table of the two benchmark pairs (resnet18, 100 queries), as in the README.
+BENCHMARK_VARIANTS = ("difclue,paper_direction,no_mode_check,paper_direction_no_mode_check,overshoot_1.3,"
+                      "guidance_1,fixed_alpha_0.5,fixed_alpha_1,fixed_alpha_2,one_direction,mode_bound_0.05")
 
 
 def parse_pairs(tokens, seed):
@@ -188,11 +193,12 @@ def main():
     parser.add_argument("--seed", type=int, default=0, help="seed of the random pair subset")
     parser.add_argument("--n-queries", type=int, default=30)
     parser.add_argument("--variants", default=DEFAULT_VARIANTS,
-                        help=f"comma-separated names of {list(VARIANTS)} or 'all'")
+                        help=f"comma-separated names of {list(VARIANTS)}, 'all' or 'benchmark'")
     parser.add_argument("--classifier", default="resnet10t:5", help="timm model:epochs of the explained classifier")
     parser.add_argument("--output", default="difclue_digits_pairs", help="JSON name in benchmarks/results/")
     args = parser.parse_args()
-    args.variants = list(VARIANTS) if args.variants == "all" else args.variants.split(",")
+    named = {"all": ",".join(VARIANTS), "benchmark": BENCHMARK_VARIANTS}
+    args.variants = named.get(args.variants, args.variants).split(",")
     unknown = [v for v in args.variants if v not in VARIANTS]
     if unknown:
         parser.error(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
