@@ -28,6 +28,7 @@ Variants live in ``VARIANTS`` (name -> ``n_modes`` and a factory of whatever
 
 import argparse
 import itertools
+import json
 import time
 
 import joblib
@@ -36,7 +37,7 @@ from scipy.spatial.distance import cdist
 from sklearn.neural_network import MLPClassifier
 from sklearn.svm import SVC
 
-from _common import CACHE, cached_encoder, digits_split, write_json
+from _common import CACHE, RESULTS, cached_encoder, digits_split, write_json
 from skcfx import CounterfactualExplainer, ModalDirectionFinder
 from skcfx.classifiers import TimmClassifier
 from skcfx.methods import DifCluE
@@ -48,6 +49,8 @@ BENCHMARK_PAIRS = [(1, 7), (0, 6)]
 VARIANTS = {
     "difclue": dict(n_modes=2, method=lambda: DifCluE()),
     "mode_bound_0.05": dict(n_modes=2, method=lambda: DifCluE(mode_bound=0.05)),
+    "scan": dict(n_modes=2, method=lambda: DifCluE(search="scan")),
+    "scan_mode_bound_0.05": dict(n_modes=2, method=lambda: DifCluE(search="scan", mode_bound=0.05)),
     "mode_bound_0": dict(n_modes=2, method=lambda: DifCluE(mode_bound=0.0)),
     "confidence_0.5": dict(n_modes=2, method=lambda: DifCluE(target_confidence=0.5)),
     "overshoot_1.3": dict(n_modes=2, method=lambda: DifCluE(overshoot=1.3)),
@@ -196,6 +199,9 @@ def main():
                         help=f"comma-separated names of {list(VARIANTS)}, 'all' or 'benchmark'")
     parser.add_argument("--classifier", default="resnet10t:5", help="timm model:epochs of the explained classifier")
     parser.add_argument("--output", default="difclue_digits_pairs", help="JSON name in benchmarks/results/")
+    parser.add_argument("--add-to", action="store_true",
+                        help="add these variants to the runs already in the output JSON (same pairs, queries and "
+                             "classifier; earlier variants are kept), then re-summarise")
     args = parser.parse_args()
     named = {"all": ",".join(VARIANTS), "benchmark": BENCHMARK_VARIANTS}
     args.variants = named.get(args.variants, args.variants).split(",")
@@ -211,14 +217,30 @@ def main():
     oracle = SVC(gamma="scale").fit(X_train.reshape(len(X_train), -1), y_train)
     oracle_acc = float(oracle.score(X_test.reshape(len(X_test), -1), y_test))
     pairs = parse_pairs(args.pairs, args.seed)
+    previous = None
+    if args.add_to:
+        previous = json.loads((RESULTS / f"{args.output}.json").read_text())
+        same = (previous["settings"]["pairs"] == [list(p) for p in pairs]
+                and previous["settings"]["n_queries"] == args.n_queries
+                and previous["settings"]["classifier"] == args.classifier)
+        if not same:
+            parser.error("--add-to needs the pairs, --n-queries and --classifier of the existing JSON")
     runs = [run_pair(pair, encoder, oracle, data, Z_train, args) for pair in pairs]
+    variants = {v: repr(VARIANTS[v]["method"]()) for v in args.variants}
+    wall = time.perf_counter() - t0
+    if previous is not None:
+        for old, new in zip(previous["runs"], runs):
+            old["variants"].update(new["variants"])
+        runs = previous["runs"]
+        variants = {**previous["settings"]["variants"], **variants}
+        wall += previous["wall_time_s"]
     write_json(args.output, {
         "settings": {"pairs": pairs, "n_queries": args.n_queries, "classifier": args.classifier,
                      "independent_classifier": "MLPClassifier(128) on pixels, random_state=1",
-                     "variants": {v: repr(VARIANTS[v]["method"]()) for v in args.variants},
+                     "variants": variants,
                      "encoder": encoder_info, "encoder_params": encoder.get_params(),
                      "oracle": "SVC(rbf) on pixels"},
-        "oracle_accuracy": oracle_acc, "wall_time_s": time.perf_counter() - t0,
+        "oracle_accuracy": oracle_acc, "wall_time_s": wall,
         "runs": runs, "summary": summarise(runs),
     })
 

@@ -175,3 +175,29 @@ def test_mode_bound_keeps_far_edits_inside_the_modes_box(setting):
 def test_mode_bound_is_validated(setting):
     with pytest.raises(ValueError, match="mode_bound"):
         _fit(DifCluE(mode_bound=0.5), setting)
+
+
+def test_scan_search_finds_an_accepted_step_within_its_budget(setting):
+    context, _, _, x = setting
+    targets = np.ones((len(x), 1), dtype=int)
+    method = _fit(DifCluE(search="scan", max_decodes=4, require_mode=False, contrast="rest"), setting)
+    out = method.generate(context, x, targets)
+    p = context.proba_model.torch_proba(out.counterfactuals.flatten(0, 1)).numpy()[:, 1]
+    assert out.info["mean_decodes"] == 4.0
+    assert out.n_function_evals == pytest.approx(len(x) * 5 + len(x) * 2 * 4 * method.decode_steps)
+    # every kept step is accepted, and it is the smallest accepted one of the ladder
+    assert out.info["accepted_rate"] == 1.0 and np.all(p >= method.target_confidence - 1e-6)
+    expected = _flip_step(setting, method.target_confidence)
+    order = np.argsort(out.mode_ids, axis=1)
+    found = np.take_along_axis(out.alphas, order, axis=1)
+    assert np.all(found >= expected - 1e-6) and np.all(found / 2 ** (2 / 3) < expected + 1e-6)
+
+
+def test_scan_search_falls_back_to_the_most_probable_step(setting):
+    # a budget of one decode at a step too small: nothing flips, the one step tried is kept
+    context, _, _, x = setting
+    targets = np.ones((len(x), 1), dtype=int)
+    method = _fit(DifCluE(search="scan", max_decodes=1, alpha_max=1e-3, require_mode=False), setting)
+    out = method.generate(context, x, targets)
+    assert out.info["accepted_rate"] == 0.0
+    np.testing.assert_allclose(out.alphas, 1e-3)

@@ -109,6 +109,14 @@ class DifCluE(CounterfactualMethod):
         mode's training latents (membership by the finder's ``predict``), widened to include the
         query's own value (an edit never pulls a coordinate *in* that it did not push *out*).
         0 is the mode's min-max box. None: unbounded (the published edit).
+    search : {'bracket', 'scan'}, default='bracket'
+        How ``alpha='auto'`` spends its ``max_decodes`` decodes. ``'bracket'``: from the
+        surrogate's proposal, double until accepted, then bisect (assumes the classifier, once
+        flipped, stays flipped further along). ``'scan'``: decode a geometric ladder of steps
+        from half to twice the proposal at once and keep the smallest accepted one; failing that
+        the smallest that flips; failing that the step with the highest target probability (not
+        the largest: far along a direction the decode leaves the data and the classifier often
+        flips back).
 
     Attributes
     ----------
@@ -141,11 +149,13 @@ class DifCluE(CounterfactualMethod):
         "contrast": [StrOptions({"source", "rest"})],
         "n_source_modes": [Interval(numbers.Integral, 1, None, closed="left")],
         "mode_bound": [Interval(numbers.Real, 0, 0.5, closed="left"), None],
+        "search": [StrOptions({"bracket", "scan"})],
     }
 
     def __init__(self, alpha="auto", *, max_decodes=4, alpha_max=8.0, grid_size=64, margin=1.5,
                  target_confidence=0.9, overshoot=1.0, guidance_scale=0.0, decode_steps=10,
-                 require_mode=True, contrast="source", n_source_modes=16, mode_bound=None):
+                 require_mode=True, contrast="source", n_source_modes=16, mode_bound=None,
+                 search="bracket"):
         self.alpha = alpha
         self.max_decodes = max_decodes
         self.alpha_max = alpha_max
@@ -159,6 +169,7 @@ class DifCluE(CounterfactualMethod):
         self.contrast = contrast
         self.n_source_modes = n_source_modes
         self.mode_bound = mode_bound
+        self.search = search
 
     @property
     def needs_unconditional(self):
@@ -332,6 +343,7 @@ class DifCluE(CounterfactualMethod):
                 # The encoder pass is not a denoiser call, so it does not count towards the NFE.
                 z_cf = model.encode(images)
                 accepted &= finder.predict(z_cf.detach().cpu().numpy().astype(np.float64)) == dirs[idx]
+            self._last_p_target = p_target  # read by the scan search (its fallback)
             return images, flipped.astype(np.int8) + accepted
 
         if self.alpha != "auto":
@@ -339,7 +351,8 @@ class DifCluE(CounterfactualMethod):
             best, rank = decode(alphas)
             n_decodes = np.ones(len(triples))
         else:
-            best, alphas, rank, n_decodes = self._search(zs, w, tgt, decode, dirs)
+            search = self._scan if self.search == "scan" else self._search
+            best, alphas, rank, n_decodes = search(zs, w, tgt, decode, dirs)
             if self.overshoot > 1 and len(alphas):
                 further = np.minimum(alphas * self.overshoot, self.alpha_max)
                 images, further_rank = decode(further)
@@ -355,6 +368,30 @@ class DifCluE(CounterfactualMethod):
                 # share of counterfactuals whose step passed every check (confidence, mode)
                 "accepted_rate": float(np.mean(rank == 2)) if len(rank) else 0.0}
         return MethodOutput(cfs, cf_target, out_alpha, mode_ids, float(counter.n_samples), info)
+
+    def _scan(self, zs, w, tgt, decode, dirs=None):
+        """Geometric ladder ``proposal * 2 ** linspace(-1, 1, max_decodes)`` decoded at once (see
+        ``search``)."""
+        m = len(w)
+        proposal = self._propose(zs, w, tgt, dirs)
+        factors = 2.0 ** np.linspace(-1.0, 1.0, self.max_decodes) if self.max_decodes > 1 else np.ones(1)
+        best_images, best_alpha = None, proposal.copy()
+        best_key = np.full((m, 2), -np.inf)  # (rank, tie-break), larger is better
+        for f in factors:
+            alpha = np.minimum(proposal * f, self.alpha_max)
+            images, rank = decode(alpha)
+            p_target = self._last_p_target
+            if best_images is None:
+                best_images = images.clone()
+            # accepted or flipped: the smallest step wins (ladder ascends: keep the first);
+            # neither: the highest target probability wins.
+            tie = np.where(rank > 0, 0.0, p_target)
+            replace = (rank > best_key[:, 0]) | ((rank == best_key[:, 0]) & (rank == 0) & (tie > best_key[:, 1]))
+            sel = torch.as_tensor(replace, device=images.device)
+            best_images[sel] = images[sel]
+            best_alpha[replace] = alpha[replace]
+            best_key[replace, 0], best_key[replace, 1] = rank[replace], tie[replace]
+        return best_images, best_alpha, best_key[:, 0].astype(np.int8), np.full(m, float(len(factors)))
 
     def _search(self, zs, w, tgt, decode, dirs=None):
         """Bracketing search for the smallest accepted step (at most ``max_decodes`` decodes).
