@@ -51,6 +51,7 @@ VARIANTS = {
     "mode_bound_0.05": dict(n_modes=2, method=lambda: DifCluE(mode_bound=0.05)),
     "scan": dict(n_modes=2, method=lambda: DifCluE(search="scan")),
     "scan_mode_bound_0.05": dict(n_modes=2, method=lambda: DifCluE(search="scan", mode_bound=0.05)),
+    "scan_margin_1": dict(n_modes=2, method=lambda: DifCluE(search="scan", margin=1.0)),
     "mode_bound_0": dict(n_modes=2, method=lambda: DifCluE(mode_bound=0.0)),
     "confidence_0.5": dict(n_modes=2, method=lambda: DifCluE(target_confidence=0.5)),
     "overshoot_1.3": dict(n_modes=2, method=lambda: DifCluE(overshoot=1.3)),
