@@ -77,7 +77,7 @@ def difclue_pairs_section(r):
     pairs = ", ".join(f"{a}/{b}" for a, b in s["pairs"])
     lines = [f"**DifCluE over many digit pairs** (`benchmarks/difclue_digits.py --pairs random {len(s['pairs'])}`; "
              f"{_machine(r)}; {r['wall_time_s'] / 60:.0f} min): pairs {pairs}; one DiffAE (shipped `digits16`) for all, "
-             f"per pair a {s['classifier'].replace(':', ' for ')} epochs classifier to explain, an independent "
+             f"per pair a {s['classifier'].split(':')[0]} classifier ({s['classifier'].split(':')[1]} epochs) to explain, an independent "
              f"classifier never used in generation ({s['independent_classifier']}) and {s['n_queries']} held-out "
              "negatives explained towards each mode. Each cell: mean over pairs [min - max]; the worst pair of "
              "conversion is named. Independent validity = share of flipped CFs the independent classifier also "
