@@ -31,7 +31,13 @@ both switchable off:
   them (``contrast='rest'``, the paper). When the other classes are themselves many things (eight
   digits), one direction cannot remove what makes a "4" a "4" and a "9" a "9" at once.
 
-An option for realism, off by default and measured beside the default in the same benchmark:
+Two options for validity and realism, off by default and measured beside the default in the
+same benchmark (``benchmarks/difclue_digits.py``, many digit pairs):
+
+* ``search='scan'``: the classifier's response along a direction is often a window (it flips, then
+  flips back once the decode leaves the data), which the doubling search walks past. The scan
+  decodes a ladder of steps around the proposal and, when none is accepted, keeps the most
+  probable one rather than the largest.
 
 * ``mode_bound=q``: the edit may not push any standardised latent coordinate beyond the
   ``[q, 1 - q]`` quantiles of the target mode's training latents (a per-dimension box), unless the
