@@ -1,115 +1,248 @@
-"""Benchmark: DifCluE's mixed-class protocol on digit pairs, with ablations, in one run.
+"""Benchmark: DifCluE's mixed-class protocol on many digit pairs, with variants, in one run.
 
 Two digits form the positive class (e.g. 1 and 7); every other digit is negative. Held-out
-negatives are explained towards each mode of the positive class. An independent oracle (an SVC on
-pixels trained on the 10 digit labels) decides whether mode k's counterfactual shows digit k
-("percent conversion", DifCluE paper). Variants compared on the same encoder, classifier and
-queries:
+negatives are explained towards each mode of the positive class, with ONE DiffAE for every pair
+(the shipped pretrained ``digits16``, via ``_common.cached_encoder``). Per pair: a classifier to
+explain (timm, cached under ``SKCFX_BENCH_CACHE``), an independent classifier that never takes
+part in generating (an MLP on pixels, another architecture and seed), and the oracle of the
+protocol (an SVC on pixels trained on the 10 digit labels) that decides whether mode k's
+counterfactual shows digit k ("percent conversion", DifCluE paper).
 
-* ``difclue``: 2 modes, per-query step search (skcfx default: directions contrasted with the
-  query's own cluster of negatives, steps accepted only when the re-encoded counterfactual lands
-  in its mode);
-* ``paper_direction``: the same search with the paper's direction (mode vs all other classes);
-* ``no_mode_check`` / ``paper_direction_no_mode_check``: acceptance by the classifier alone;
-* ``overshoot_1.3``, ``guidance_1``: one extra decode past the step found; classifier-free
-  guidance on the latent (2 decodes of 10 guided steps: same NFE);
-* ``fixed_alpha_X``: 2 modes, the paper's direction and one fixed step for all queries (the
-  paper's recipe);
-* ``one_direction``: no clustering (1 mode per class), per-query step search.
+Reported per pair and variant: percent conversion (per mode and mean), flip rate, independent
+validity (share of flipped counterfactuals the independent classifier also assigns to the
+target), edit specificity (spread of a mode's counterfactuals across queries over the queries'
+spread; share nearer their own query than the mode's mean counterfactual), how far the
+counterfactuals lie from the data (mean distance to the nearest training image over the same
+for the queries: 1 = as near as real held-out digits; also for the counterfactuals that did not
+flip), mode recovery ARI, denoiser calls. Summaries over pairs: mean, min (worst pair named),
+max.
 
-    python benchmarks/difclue_digits.py [--pairs 1,7 0,6] [--n-queries 100]
+Variants live in ``VARIANTS`` (name -> ``n_modes`` and a factory of whatever
+``CounterfactualExplainer(method=...)`` accepts), so another method is one more line, e.g.
+``VARIANTS["dissect"] = dict(n_modes=2, method=lambda: "dissect")``.
+
+    python benchmarks/difclue_digits.py --pairs random 12 --n-queries 30 --variants difclue,mode_bound_0.05
+    python benchmarks/difclue_digits.py --pairs 1,7 0,6 --n-queries 100 --classifier resnet18:15
+    python benchmarks/difclue_digits.py --pairs all
 """
 
 import argparse
+import itertools
+import json
 import time
 
+import joblib
 import numpy as np
+from scipy.spatial.distance import cdist
+from sklearn.neural_network import MLPClassifier
 from sklearn.svm import SVC
 
-from _common import cached_encoder, digits_split, write_json
+from _common import CACHE, RESULTS, cached_encoder, digits_split, write_json
 from skcfx import CounterfactualExplainer, ModalDirectionFinder
 from skcfx.classifiers import TimmClassifier
 from skcfx.methods import DifCluE
+from skcfx.metrics import edit_specificity, independent_validity
 from skcfx.protocols import evaluate_mode_conversion, mixed_class_labels, mode_subclasses
 
-CLASSIFIER = dict(model_name="resnet18", max_epochs=15, batch_size=64, random_state=0)
+BENCHMARK_PAIRS = [(1, 7), (0, 6)]
+
+VARIANTS = {
+    "difclue": dict(n_modes=2, method=lambda: DifCluE()),
+    "mode_bound_0.05": dict(n_modes=2, method=lambda: DifCluE(mode_bound=0.05)),
+    "scan": dict(n_modes=2, method=lambda: DifCluE(search="scan")),
+    "scan_mode_bound_0.05": dict(n_modes=2, method=lambda: DifCluE(search="scan", mode_bound=0.05)),
+    "scan_margin_1": dict(n_modes=2, method=lambda: DifCluE(search="scan", margin=1.0)),
+    "mode_bound_0": dict(n_modes=2, method=lambda: DifCluE(mode_bound=0.0)),
+    "confidence_0.5": dict(n_modes=2, method=lambda: DifCluE(target_confidence=0.5)),
+    "overshoot_1.3": dict(n_modes=2, method=lambda: DifCluE(overshoot=1.3)),
+    "paper_direction": dict(n_modes=2, method=lambda: DifCluE(contrast="rest")),
+    "no_mode_check": dict(n_modes=2, method=lambda: DifCluE(require_mode=False)),
+    "paper_direction_no_mode_check": dict(n_modes=2, method=lambda: DifCluE(contrast="rest", require_mode=False)),
+    "guidance_1": dict(n_modes=2, method=lambda: DifCluE(guidance_scale=1.0, max_decodes=2)),
+    "fixed_alpha_0.5": dict(n_modes=2, method=lambda: DifCluE(alpha=0.5, contrast="rest")),
+    "fixed_alpha_1": dict(n_modes=2, method=lambda: DifCluE(alpha=1.0, contrast="rest")),
+    "fixed_alpha_2": dict(n_modes=2, method=lambda: DifCluE(alpha=2.0, contrast="rest")),
+    "one_direction": dict(n_modes=1, method=lambda: DifCluE()),
+}
+DEFAULT_VARIANTS = "difclue,mode_bound_0.05,confidence_0.5,paper_direction,fixed_alpha_2"
+# The table of the two benchmark pairs (resnet18, 100 queries), as in the README.
+BENCHMARK_VARIANTS = ("difclue,paper_direction,no_mode_check,paper_direction_no_mode_check,overshoot_1.3,"
+                      "guidance_1,fixed_alpha_0.5,fixed_alpha_1,fixed_alpha_2,one_direction,mode_bound_0.05")
 
 
-def run_pair(pair, encoder, oracle, data, args):
-    X_train, X_test, y_train, y_test = data
-    yb_train = mixed_class_labels(y_train, pair)
-    yb_test = mixed_class_labels(y_test, pair)
+def parse_pairs(tokens, seed):
+    """``all`` | ``random N`` | explicit ``a,b`` tokens; a random subset always holds the benchmark pairs."""
+    everything = list(itertools.combinations(range(10), 2))
+    if tokens == ["all"]:
+        return everything
+    if tokens and tokens[0] == "random":
+        n = int(tokens[1])
+        rest = [p for p in everything if p not in BENCHMARK_PAIRS]
+        order = np.random.default_rng(seed).permutation(len(rest))
+        return BENCHMARK_PAIRS + [rest[i] for i in order[: max(n - len(BENCHMARK_PAIRS), 0)]]
+    return [tuple(int(d) for d in p.split(",")) for p in tokens]
+
+
+def explained_classifier(X_train, yb_train, pair, recipe):
+    """The classifier to explain for one pair, trained once and cached (joblib)."""
+    model_name, epochs = recipe.split(":")
+    path = CACHE / f"difclue_pairs_clf_{model_name}_{epochs}_{pair[0]}{pair[1]}.joblib"
+    if path.is_file():
+        return joblib.load(path), {"cached": True, "path": str(path)}
     t0 = time.perf_counter()
-    classifier = TimmClassifier(**CLASSIFIER).fit(X_train, yb_train)
-    clf_time = time.perf_counter() - t0
-    clf_acc = float(np.mean(classifier.predict(X_test) == yb_test))
-    queries = X_test[yb_test == 0][: args.n_queries]
-    Z_train = encoder.transform(X_train)
+    clf = TimmClassifier(model_name=model_name, max_epochs=int(epochs), batch_size=64, random_state=0)
+    clf.fit(X_train, yb_train)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    joblib.dump(clf, path)
+    return clf, {"cached": False, "path": str(path), "fit_s": time.perf_counter() - t0}
 
-    variants = {
-        "difclue": (2, DifCluE()),
-        "paper_direction": (2, DifCluE(contrast="rest")),
-        "no_mode_check": (2, DifCluE(require_mode=False)),
-        "paper_direction_no_mode_check": (2, DifCluE(contrast="rest", require_mode=False)),
-        "overshoot_1.3": (2, DifCluE(overshoot=1.3)),
-        "guidance_1": (2, DifCluE(guidance_scale=1.0, max_decodes=2)),
-    }
-    for alpha in args.fixed_alphas:
-        variants[f"fixed_alpha_{alpha:g}"] = (2, DifCluE(alpha=alpha, contrast="rest"))
-    variants["one_direction"] = (1, DifCluE())
+
+def nearest_distance(images, reference):
+    """Per image, the RMS pixel distance to the nearest reference image."""
+    a, b = images.reshape(len(images), -1), reference.reshape(len(reference), -1)
+    return cdist(a, b).min(axis=1) / np.sqrt(a.shape[1])
+
+
+def run_pair(pair, encoder, oracle, data, Z_train, args):
+    X_train, X_test, y_train, y_test = data
+    yb_train, yb_test = mixed_class_labels(y_train, pair), mixed_class_labels(y_test, pair)
+    classifier, clf_info = explained_classifier(X_train, yb_train, pair, args.classifier)
+    clf_acc = float(np.mean(classifier.predict(X_test) == yb_test))
+    flat = lambda im: im.reshape(len(im), -1)  # noqa: E731
+    independent = MLPClassifier(hidden_layer_sizes=(128,), max_iter=500, random_state=1).fit(flat(X_train), yb_train)
+    indep_acc = float(independent.score(flat(X_test), yb_test))
+    queries = X_test[yb_test == 0][: args.n_queries]
+    query_nn = float(nearest_distance(queries, X_train).mean())
     results = {}
-    for name, (n_modes, method) in variants.items():
-        finder = ModalDirectionFinder(n_modes=n_modes, random_state=0).fit(Z_train, yb_train)
+    for name in args.variants:
+        spec = VARIANTS[name]
+        t0 = time.perf_counter()
+        finder = ModalDirectionFinder(n_modes=spec["n_modes"], random_state=0).fit(Z_train, yb_train)
         mapping, recovery = mode_subclasses(finder, y_train, class_label=1)
         explainer = CounterfactualExplainer(encoder=encoder, direction_finder=finder, classifier=classifier,
-                                            method=method, random_state=0).fit(X_train, yb_train)
+                                            method=spec["method"](), random_state=0).fit(X_train, yb_train)
         explanation = explainer.explain(queries, target_class=1)
-        if n_modes == 1:
-            # One direction: count a conversion when the oracle sees either digit of the pair.
-            pred = oracle.predict(explanation.counterfactuals.reshape(len(queries), -1))
-            metrics = evaluate_mode_conversion(explanation, lambda im: oracle.predict(im.reshape(len(im), -1)), mapping)
-            metrics["shows_either_digit"] = float(np.isin(pred, pair).mean())
-            metrics["shows_digit"] = {str(d): float(np.mean(pred == d)) for d in pair}
-        else:
-            metrics = evaluate_mode_conversion(explanation, lambda im: oracle.predict(im.reshape(len(im), -1)), mapping)
-        metrics["mode_recovery"] = recovery
-        metrics["mode_to_digit"] = {str(k): v for k, v in mapping.items()}
-        metrics["wall_time_s"] = explanation.wall_time_s
-        results[name] = metrics
-        print(pair, name, {k: metrics[k] for k in ("percent_conversion", "flip_rate", "n_function_evals")})
-    return {"pair": list(pair), "classifier_accuracy": clf_acc, "classifier_fit_s": clf_time,
-            "n_queries": len(queries), "variants": results}
+        cfs = explanation.counterfactuals
+        n, k = explanation.success.shape
+        m = evaluate_mode_conversion(explanation, lambda im: oracle.predict(flat(im)), mapping)
+        if spec["n_modes"] == 1:
+            pred = oracle.predict(flat(cfs.reshape((n * k,) + cfs.shape[2:])))
+            m["shows_digit"] = {str(d): float(np.mean(pred == d)) for d in pair}
+        cf_flat = cfs.reshape((n * k,) + cfs.shape[2:])
+        m["independent_validity"] = independent_validity(independent.predict(flat(cf_flat)).reshape(n, k), 1,
+                                                         explanation.success)
+        spec_res = edit_specificity(queries, cfs, explanation.mode_ids)
+        m["spread_ratio"], m["closer_to_query"] = spec_res["spread_ratio"], spec_res["closer_to_query"]
+        nn = nearest_distance(cf_flat, X_train).reshape(n, k)
+        m["nn_ratio"] = float(nn.mean() / query_nn)
+        failed = ~explanation.success
+        m["nn_ratio_failed"] = float(nn[failed].mean() / query_nn) if failed.any() else None
+        m["n_failed"] = int(failed.sum())
+        m["accepted_rate"] = explanation.info.get("accepted_rate")
+        m["mode_recovery"] = recovery
+        m["mode_to_digit"] = {str(key): v for key, v in mapping.items()}
+        m["wall_time_s"] = time.perf_counter() - t0
+        results[name] = m
+        print(pair, name, {key: round(m[key], 3) for key in ("flip_rate", "independent_validity", "spread_ratio",
+                                                             "closer_to_query", "nn_ratio")},
+              "pc", round(m["percent_conversion"]["mean"], 3), "ari", round(recovery["ari"], 3),
+              f"{m['wall_time_s']:.0f}s", flush=True)
+    return {"pair": list(pair), "classifier_accuracy": clf_acc, "classifier": clf_info,
+            "independent_accuracy": indep_acc, "n_queries": len(queries), "query_nn_distance": query_nn,
+            "variants": results}
+
+
+def _conversion(m):
+    if "shows_digit" in m:  # one direction: how often its single counterfactual shows each digit
+        return float(np.mean(list(m["shows_digit"].values())))
+    return m["percent_conversion"]["mean"]
+
+
+SUMMARY_KEYS = {
+    "percent_conversion": _conversion,
+    "flip_rate": lambda m: m["flip_rate"],
+    "independent_validity": lambda m: m["independent_validity"],
+    "spread_ratio": lambda m: m["spread_ratio"],
+    "closer_to_query": lambda m: m["closer_to_query"],
+    "nn_ratio": lambda m: m["nn_ratio"],
+    "nn_ratio_failed": lambda m: m["nn_ratio_failed"],
+    "mode_recovery_ari": lambda m: m["mode_recovery"]["ari"],
+    "n_function_evals": lambda m: m["n_function_evals"],
+    "l1": lambda m: m["l1"],
+}
+
+
+def summarise(runs):
+    """Per variant and figure: mean, std, min (with its pair), max over pairs."""
+    summary = {}
+    for name in runs[0]["variants"]:
+        summary[name] = {}
+        for key, get in SUMMARY_KEYS.items():
+            vals = [(get(r["variants"][name]), r["pair"]) for r in runs]
+            vals = [(v, p) for v, p in vals if v is not None and np.isfinite(v)]
+            if not vals:
+                continue
+            x = np.array([v for v, _ in vals])
+            lo, hi = int(np.argmin(x)), int(np.argmax(x))
+            summary[name][key] = {"mean": float(x.mean()), "std": float(x.std()), "min": float(x[lo]),
+                                  "min_pair": vals[lo][1], "max": float(x[hi]), "max_pair": vals[hi][1],
+                                  "n_pairs": len(x)}
+    return summary
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--pairs", nargs="+", default=["1,7", "0,6"])
-    parser.add_argument("--n-queries", type=int, default=100)
-    parser.add_argument("--fixed-alphas", type=float, nargs="*", default=[0.5, 1.0, 2.0])
-    parser.add_argument("--encoder-steps", type=int, default=None, help="default: the shared digits recipe")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pairs", nargs="+", default=["random", "12"],
+                        help="'all', 'random N' (always with 1,7 and 0,6), or explicit pairs like 1,7 0,6")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random pair subset")
+    parser.add_argument("--n-queries", type=int, default=30)
+    parser.add_argument("--variants", default=DEFAULT_VARIANTS,
+                        help=f"comma-separated names of {list(VARIANTS)}, 'all' or 'benchmark'")
+    parser.add_argument("--classifier", default="resnet10t:5", help="timm model:epochs of the explained classifier")
+    parser.add_argument("--output", default="difclue_digits_pairs", help="JSON name in benchmarks/results/")
+    parser.add_argument("--add-to", action="store_true",
+                        help="add these variants to the runs already in the output JSON (same pairs, queries and "
+                             "classifier; earlier variants are kept), then re-summarise")
     args = parser.parse_args()
+    named = {"all": ",".join(VARIANTS), "benchmark": BENCHMARK_VARIANTS}
+    args.variants = named.get(args.variants, args.variants).split(",")
+    unknown = [v for v in args.variants if v not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
 
+    t0 = time.perf_counter()
     data = digits_split()
     X_train, X_test, y_train, y_test = data
-    encoder, encoder_info = cached_encoder(X_train, max_steps=args.encoder_steps)
+    encoder, encoder_info = cached_encoder(X_train)
+    Z_train = encoder.transform(X_train)
     oracle = SVC(gamma="scale").fit(X_train.reshape(len(X_train), -1), y_train)
     oracle_acc = float(oracle.score(X_test.reshape(len(X_test), -1), y_test))
-    pairs = [tuple(int(d) for d in p.split(",")) for p in args.pairs]
-    runs = [run_pair(pair, encoder, oracle, data, args) for pair in pairs]
-    summary = {}
-    for name in runs[0]["variants"]:
-        per_pair = [r["variants"][name] for r in runs]
-        summary[name] = {
-            "percent_conversion_mean": float(np.mean([m["percent_conversion"]["mean"] for m in per_pair])),
-            "flip_rate": float(np.mean([m["flip_rate"] for m in per_pair])),
-            "n_function_evals": float(np.mean([m["n_function_evals"] for m in per_pair])),
-            "mode_recovery_ari": float(np.mean([m["mode_recovery"]["ari"] for m in per_pair])),
-            "l1": float(np.mean([m["l1"] for m in per_pair])),
-        }
-    write_json("difclue_digits", {
-        "settings": {"pairs": pairs, "n_queries": args.n_queries, "classifier": CLASSIFIER,
-                     "encoder": encoder_info, "encoder_params": encoder.get_params(), "oracle": "SVC(rbf) on pixels"},
-        "oracle_accuracy": oracle_acc, "runs": runs, "summary": summary,
+    pairs = parse_pairs(args.pairs, args.seed)
+    previous = None
+    if args.add_to:
+        previous = json.loads((RESULTS / f"{args.output}.json").read_text())
+        same = (previous["settings"]["pairs"] == [list(p) for p in pairs]
+                and previous["settings"]["n_queries"] == args.n_queries
+                and previous["settings"]["classifier"] == args.classifier)
+        if not same:
+            parser.error("--add-to needs the pairs, --n-queries and --classifier of the existing JSON")
+    runs = [run_pair(pair, encoder, oracle, data, Z_train, args) for pair in pairs]
+    variants = {v: repr(VARIANTS[v]["method"]()) for v in args.variants}
+    wall = time.perf_counter() - t0
+    if previous is not None:
+        for old, new in zip(previous["runs"], runs):
+            old["variants"].update(new["variants"])
+        runs = previous["runs"]
+        variants = {**previous["settings"]["variants"], **variants}
+        wall += previous["wall_time_s"]
+    write_json(args.output, {
+        "settings": {"pairs": pairs, "n_queries": args.n_queries, "classifier": args.classifier,
+                     "independent_classifier": "MLPClassifier(128) on pixels, random_state=1",
+                     "variants": variants,
+                     "encoder": encoder_info, "encoder_params": encoder.get_params(),
+                     "oracle": "SVC(rbf) on pixels"},
+        "oracle_accuracy": oracle_acc, "wall_time_s": wall,
+        "runs": runs, "summary": summarise(runs),
     })
 
 

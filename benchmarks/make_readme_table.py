@@ -72,6 +72,51 @@ def difclue_section(r):
     return lines
 
 
+def difclue_pairs_section(r):
+    s = r["settings"]
+    pairs = ", ".join(f"{a}/{b}" for a, b in s["pairs"])
+    lines = [f"**DifCluE over many digit pairs** (`benchmarks/difclue_digits.py --pairs random {len(s['pairs'])}`; "
+             f"{_machine(r)}; {r['wall_time_s'] / 60:.0f} min): pairs {pairs}; one DiffAE (shipped `digits16`) for all, "
+             f"per pair a {s['classifier'].split(':')[0]} classifier ({s['classifier'].split(':')[1]} epochs) to explain, an independent "
+             f"classifier never used in generation ({s['independent_classifier']}) and {s['n_queries']} held-out "
+             "negatives explained towards each mode. Each cell: mean over pairs [min - max]; the worst pair of "
+             "conversion is named. Independent validity = share of flipped CFs the independent classifier also "
+             "assigns to the target. Spread = a mode's CFs' mean pairwise L1 across queries over the queries' "
+             "(1: CFs differ as much as the queries; 0: one template). Nearer query = share of CFs nearer their "
+             "query than the mode's mean CF. Off-data = mean RMS distance of CFs to the nearest training image "
+             "over the same for the queries (1 = as near as real digits); 'failed' = CFs that did not flip.", "",
+             "| variant | percent conversion | worst pair | flip rate | independent validity | spread | "
+             "nearer query | off-data (all) | off-data (failed) | mode ARI | NFE / CF |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def cell(stats, digits=2):
+        if stats is None:
+            return "n/a"
+        return f"{stats['mean']:.{digits}f} [{stats['min']:.{digits}f} - {stats['max']:.{digits}f}]"
+
+    for name, m in r["summary"].items():
+        pc = m["percent_conversion"]
+        worst = f"{pc['min_pair'][0]}/{pc['min_pair'][1]} ({pc['min']:.2f})"
+        lines.append(f"| {name} | {cell(pc)} | {worst} | {cell(m.get('flip_rate'))} | "
+                     f"{cell(m.get('independent_validity'))} | {cell(m.get('spread_ratio'))} | "
+                     f"{cell(m.get('closer_to_query'))} | {cell(m.get('nn_ratio'))} | "
+                     f"{cell(m.get('nn_ratio_failed'))} | {cell(m.get('mode_recovery_ari'))} | "
+                     f"{m['n_function_evals']['mean']:.1f} |")
+    return lines
+
+
+def modes_pairs_section(r):
+    lines = [f"**Mode recovery on all 45 digit pairs** (`benchmarks/modes_digits_pairs.py`; {_machine(r)}): "
+             f"2 modes per pair from the {r['settings']['latent_dim']}-d latents of the shipped DiffAE, ARI against "
+             "the digits, by clustering.", "",
+             "| clustering | mean ARI | 10% quantile | worst pair | share of pairs >= 0.9 | 1/7 | 0/6 |",
+             "|---|---|---|---|---|---|---|"]
+    for name, m in r["summary"].items():
+        lines.append(f"| {name} | {m['mean']:.3f} | {m['q10']:.3f} | {m['min_pair'].replace(',', '/')} "
+                     f"({m['min']:.2f}) | {m['share_ge_0.9']:.2f} | {m['pair_1_7']:.2f} | {m['pair_0_6']:.2f} |")
+    return lines
+
+
 def compare_section(r):
     s = r["settings"]
     lines = [f"**DifCluE vs DiME vs FastDiME** (`benchmarks/compare_methods.py`; {_machine(r)}): same DiffAE, "
@@ -174,6 +219,7 @@ def shapes_section(r):
 def main():
     sections = []
     for name, fn in (("diffae_digits", diffae_section), ("difclue_digits", difclue_section),
+                     ("difclue_digits_pairs", difclue_pairs_section), ("modes_digits_pairs", modes_pairs_section),
                      ("compare_methods", compare_section), ("latent_dropout_cost", dropout_section),
                      ("memory_explain", memory_section), ("shapes_protocol", shapes_section),
                      ("memory_fit", memory_fit_section), ("train_speed", train_speed_section),

@@ -16,7 +16,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SCRIPTS = [
     ["diffae_digits.py"],
-    ["difclue_digits.py"],
+    ["difclue_digits.py"],  # many pairs, cheaper classifier: difclue_digits_pairs.json
+    ["difclue_digits.py", "--pairs", "1,7", "0,6", "--n-queries", "100", "--classifier", "resnet18:15",
+     "--variants", "benchmark", "--output", "difclue_digits"],  # the two benchmark pairs, full recipe
+    ["modes_digits_pairs.py"],
     ["compare_methods.py"],
     ["latent_dropout_cost.py"],
     ["memory_explain.py"],

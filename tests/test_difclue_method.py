@@ -144,3 +144,60 @@ def test_mode_check_rejects_steps_that_do_not_reach_the_mode(setting):
     z_cf = strict.counterfactuals.flatten(0, 1).flatten(1)[:, :LATENT_DIM].numpy().astype(np.float64)
     np.testing.assert_array_equal(finder.predict(z_cf), strict.mode_ids.ravel())
     assert np.all(strict.alphas >= loose.alphas - 1e-9) and np.any(strict.alphas > loose.alphas * 1.2)
+
+
+def test_mode_bound_keeps_far_edits_inside_the_modes_box(setting):
+    context, Z, _, x = setting
+    finder = context.direction_finder
+    targets = np.ones((len(x), 1), dtype=int)
+    free = _fit(DifCluE(alpha=3.0, contrast="rest"), setting).generate(context, x, targets)
+    bounded_method = _fit(DifCluE(alpha=3.0, contrast="rest", mode_bound=0.0), setting)
+    bounded = bounded_method.generate(context, x, targets)
+    zq = x.view(len(x), -1)[:, :LATENT_DIM].numpy().astype(np.float64)
+    members = finder.predict(Z)
+    for out, inside in ((bounded, True), (free, False)):
+        z_cf = out.counterfactuals.flatten(2)[..., :LATENT_DIM].numpy().astype(np.float64)
+        ok = []
+        for j in range(z_cf.shape[1]):
+            m = out.mode_ids[:, j]
+            box_lo = np.stack([Z[members == k].min(axis=0) for k in m])
+            box_hi = np.stack([Z[members == k].max(axis=0) for k in m])
+            lo, hi = np.minimum(box_lo, zq) - 1e-5, np.maximum(box_hi, zq) + 1e-5
+            ok.append((z_cf[:, j] >= lo) & (z_cf[:, j] <= hi))
+        assert np.all(ok) == inside
+    assert set(bounded_method.mode_box_) == set(range(len(finder.mode_class_)))
+    # the box is in standardised units and holds the mode's latents
+    lo, hi = bounded_method.mode_box_[0]
+    Zs = (Z[members == 0] - finder.mean_) / finder.scale_
+    assert np.all(Zs >= lo - 1e-12) and np.all(Zs <= hi + 1e-12)
+
+
+def test_mode_bound_is_validated(setting):
+    with pytest.raises(ValueError, match="mode_bound"):
+        _fit(DifCluE(mode_bound=0.5), setting)
+
+
+def test_scan_search_finds_an_accepted_step_within_its_budget(setting):
+    context, _, _, x = setting
+    targets = np.ones((len(x), 1), dtype=int)
+    method = _fit(DifCluE(search="scan", max_decodes=4, require_mode=False, contrast="rest"), setting)
+    out = method.generate(context, x, targets)
+    p = context.proba_model.torch_proba(out.counterfactuals.flatten(0, 1)).numpy()[:, 1]
+    assert out.info["mean_decodes"] == 4.0
+    assert out.n_function_evals == pytest.approx(len(x) * 5 + len(x) * 2 * 4 * method.decode_steps)
+    # every kept step is accepted, and it is the smallest accepted one of the ladder
+    assert out.info["accepted_rate"] == 1.0 and np.all(p >= method.target_confidence - 1e-6)
+    expected = _flip_step(setting, method.target_confidence)
+    order = np.argsort(out.mode_ids, axis=1)
+    found = np.take_along_axis(out.alphas, order, axis=1)
+    assert np.all(found >= expected - 1e-6) and np.all(found / 2 ** (2 / 3) < expected + 1e-6)
+
+
+def test_scan_search_falls_back_to_the_most_probable_step(setting):
+    # a budget of one decode at a step too small: nothing flips, the one step tried is kept
+    context, _, _, x = setting
+    targets = np.ones((len(x), 1), dtype=int)
+    method = _fit(DifCluE(search="scan", max_decodes=1, alpha_max=1e-3, require_mode=False), setting)
+    out = method.generate(context, x, targets)
+    assert out.info["accepted_rate"] == 0.0
+    np.testing.assert_allclose(out.alphas, 1e-3)

@@ -425,3 +425,17 @@ def test_counterfactual_is_the_decode_of_the_reported_step(task, fitted_tiny_enc
         np.testing.assert_allclose(e.counterfactuals[:, j], enc.inverse_transform(edited, noise=noise), atol=2e-5)
     assert np.all(e.alphas > 0)
     assert np.abs(e.counterfactuals - e.images[:, None]).max() > 1e-2
+
+
+def test_scan_search_with_mode_bound_end_to_end(task, fitted_tiny_encoder, pixel_classifier):
+    X, y, Xq, _ = task
+    method = DifCluE(max_decodes=3, search="scan", mode_bound=0.05)
+    ex = CounterfactualExplainer(encoder=fitted_tiny_encoder, classifier=pixel_classifier,
+                                 method=method, random_state=0).fit(X, y)
+    out = ex.explain(Xq[:6])
+    assert out.counterfactuals.shape[:2] == (6, 2) and np.all(np.isfinite(out.counterfactuals))
+    # the ladder always spends all its decodes: inversion shared by 2 modes + 3 decodes per counterfactual
+    per_cf = fitted_tiny_encoder.encode_steps / 2 + 3 * method.decode_steps
+    assert out.n_function_evals == pytest.approx(per_cf)
+    assert np.all((out.alphas > 0) & (out.alphas <= method.alpha_max))
+    assert set(ex.method_.mode_box_) == set(range(len(ex.direction_finder_.mode_class_)))

@@ -30,6 +30,20 @@ both switchable off:
   cluster of the other classes (K-means with ``n_source_modes`` clusters) instead of from all of
   them (``contrast='rest'``, the paper). When the other classes are themselves many things (eight
   digits), one direction cannot remove what makes a "4" a "4" and a "9" a "9" at once.
+
+Two options for validity and realism, off by default and measured beside the default in the
+same benchmark (``benchmarks/difclue_digits.py``, many digit pairs):
+
+* ``search='scan'``: the classifier's response along a direction is often a window (it flips, then
+  flips back once the decode leaves the data), which the doubling search walks past. The scan
+  decodes a ladder of steps around the proposal and, when none is accepted, keeps the most
+  probable one rather than the largest.
+
+* ``mode_bound=q``: the edit may not push any standardised latent coordinate beyond the
+  ``[q, 1 - q]`` quantiles of the target mode's training latents (a per-dimension box), unless the
+  query itself already lies beyond it there (then that coordinate may not move further out).
+  However far the search walks, and whatever it returns when no step is accepted, the edited
+  latent stays within the range the mode occupies.
 """
 
 from __future__ import annotations
@@ -95,6 +109,20 @@ class DifCluE(CounterfactualMethod):
     n_source_modes : int, default=16
         Clusters of the other classes for ``contrast='source'``, capped so that a cluster holds
         10 latents on average.
+    mode_bound : float in [0, 0.5) or None, default=None
+        Bound every edit by the target mode's latent distribution: each standardised coordinate
+        of the edited latent is clipped to the ``[mode_bound, 1 - mode_bound]`` quantiles of the
+        mode's training latents (membership by the finder's ``predict``), widened to include the
+        query's own value (an edit never pulls a coordinate *in* that it did not push *out*).
+        0 is the mode's min-max box. None: unbounded (the published edit).
+    search : {'bracket', 'scan'}, default='bracket'
+        How ``alpha='auto'`` spends its ``max_decodes`` decodes. ``'bracket'``: from the
+        surrogate's proposal, double until accepted, then bisect (assumes the classifier, once
+        flipped, stays flipped further along). ``'scan'``: decode a geometric ladder of steps
+        from half to twice the proposal at once and keep the smallest accepted one; failing that
+        the smallest that flips; failing that the step with the highest target probability (not
+        the largest: far along a direction the decode leaves the data and the classifier often
+        flips back).
 
     Attributes
     ----------
@@ -105,6 +133,9 @@ class DifCluE(CounterfactualMethod):
         other classes' clusters.
     source_directions_ : dict
         ``contrast='source'``: mode id -> (n_clusters, latent_dim) unit directions, standardised.
+    mode_box_ : dict
+        ``mode_bound`` set: mode id -> (low, high) arrays of shape (latent_dim,), the box in
+        standardised units. Empty otherwise.
     """
 
     name = "difclue"
@@ -123,11 +154,14 @@ class DifCluE(CounterfactualMethod):
         "require_mode": ["boolean"],
         "contrast": [StrOptions({"source", "rest"})],
         "n_source_modes": [Interval(numbers.Integral, 1, None, closed="left")],
+        "mode_bound": [Interval(numbers.Real, 0, 0.5, closed="left"), None],
+        "search": [StrOptions({"bracket", "scan"})],
     }
 
     def __init__(self, alpha="auto", *, max_decodes=4, alpha_max=8.0, grid_size=64, margin=1.5,
                  target_confidence=0.9, overshoot=1.0, guidance_scale=0.0, decode_steps=10,
-                 require_mode=True, contrast="source", n_source_modes=16):
+                 require_mode=True, contrast="source", n_source_modes=16, mode_bound=None,
+                 search="bracket"):
         self.alpha = alpha
         self.max_decodes = max_decodes
         self.alpha_max = alpha_max
@@ -140,6 +174,8 @@ class DifCluE(CounterfactualMethod):
         self.require_mode = require_mode
         self.contrast = contrast
         self.n_source_modes = n_source_modes
+        self.mode_bound = mode_bound
+        self.search = search
 
     @property
     def needs_unconditional(self):
@@ -170,6 +206,15 @@ class DifCluE(CounterfactualMethod):
         self.source_centers_, self.source_directions_ = {}, {}
         if self.contrast == "source":
             self._fit_source_directions(finder, Z, Zs)
+        self.mode_box_ = {}
+        if self.mode_bound is not None:
+            mode_of = finder.predict(Z)
+            for m in range(len(finder.mode_class_)):
+                members = Zs[mode_of == m]
+                if len(members) == 0:  # an empty mode: no bound
+                    members = np.array([[-np.inf], [np.inf]]) * np.ones((1, Zs.shape[1]))
+                self.mode_box_[m] = (np.quantile(members, self.mode_bound, axis=0),
+                                     np.quantile(members, 1.0 - self.mode_bound, axis=0))
         return self
 
     def _fit_source_directions(self, finder, Z, Zs):
@@ -227,9 +272,27 @@ class DifCluE(CounterfactualMethod):
             out[rows] = self.source_directions_[m][nearest]
         return out
 
-    def _edit(self, finder, z, w, alphas):
-        """Raw latents after stepping ``alphas`` along the standardised unit directions ``w``."""
+    def _bound(self, zs, stepped, mode_ids):
+        """Clip stepped standardised latents ``(m, [g,] d)`` into their modes' boxes (widened to the
+        query ``zs`` of shape ``(m, d)``); unchanged without ``mode_bound``."""
+        if self.mode_bound is None:
+            return stepped
+        lo = np.stack([self.mode_box_[int(m)][0] for m in mode_ids])
+        hi = np.stack([self.mode_box_[int(m)][1] for m in mode_ids])
+        lo, hi = np.minimum(lo, zs), np.maximum(hi, zs)
+        if stepped.ndim == 3:
+            lo, hi = lo[:, None, :], hi[:, None, :]
+        return np.clip(stepped, lo, hi)
+
+    def _edit(self, finder, z, w, alphas, mode_ids=None):
+        """Raw latents after stepping ``alphas`` along the standardised unit directions ``w``
+        (bounded by the modes ``mode_ids`` with ``mode_bound``)."""
         d = z.shape[1]
+        if self.mode_bound is not None and mode_ids is not None:
+            zs = (z.detach().cpu().numpy().astype(np.float64) - finder.mean_) / finder.scale_
+            stepped = self._bound(zs, zs + np.asarray(alphas, dtype=np.float64)[:, None] * np.sqrt(d) * w,
+                                  mode_ids)
+            return torch.as_tensor(finder.mean_ + finder.scale_ * stepped, dtype=z.dtype, device=z.device)
         w = torch.as_tensor(w, dtype=z.dtype, device=z.device)
         mean = torch.as_tensor(finder.mean_, dtype=z.dtype, device=z.device)
         scale = torch.as_tensor(finder.scale_, dtype=z.dtype, device=z.device)
@@ -237,13 +300,15 @@ class DifCluE(CounterfactualMethod):
         zs = (z - mean) / scale + a * np.sqrt(d) * w
         return mean + scale * zs
 
-    def _propose(self, zs, w, target):
+    def _propose(self, zs, w, target, mode_ids=None):
         """Surrogate proposal: smallest grid step at which the surrogate predicts ``target``."""
         if self.surrogate_ is None:
             return np.full(len(w), 0.5 * self.alpha_max)
         d = zs.shape[1]
         grid = np.linspace(self.alpha_max / self.grid_size, self.alpha_max, self.grid_size)
         points = zs[:, None, :] + grid[None, :, None] * np.sqrt(d) * w[:, None, :]
+        if mode_ids is not None:
+            points = self._bound(zs, points, mode_ids)
         pred = self.surrogate_.predict(points.reshape(-1, d)).reshape(len(zs), len(grid))
         hits = pred == np.asarray(target)[:, None]
         first = np.where(hits.any(axis=1), hits.argmax(axis=1), len(grid) - 1)
@@ -273,7 +338,7 @@ class DifCluE(CounterfactualMethod):
             # rank 2: accepted; 1: the classifier predicts the target but the step is not
             # accepted (confidence or mode check); 0: the classifier does not flip.
             idx = np.arange(len(tgt)) if idx is None else idx
-            edited = self._edit(finder, zq[idx], w[idx], alphas[idx])
+            edited = self._edit(finder, zq[idx], w[idx], alphas[idx], dirs[idx])
             images = model.decode(edited, xq[idx], decode_steps, guidance_scale=self.guidance_scale,
                                   counter=counter)
             p = proba.torch_proba(images).detach().cpu().numpy()
@@ -284,6 +349,7 @@ class DifCluE(CounterfactualMethod):
                 # The encoder pass is not a denoiser call, so it does not count towards the NFE.
                 z_cf = model.encode(images)
                 accepted &= finder.predict(z_cf.detach().cpu().numpy().astype(np.float64)) == dirs[idx]
+            self._last_p_target = p_target  # read by the scan search (its fallback)
             return images, flipped.astype(np.int8) + accepted
 
         if self.alpha != "auto":
@@ -291,7 +357,8 @@ class DifCluE(CounterfactualMethod):
             best, rank = decode(alphas)
             n_decodes = np.ones(len(triples))
         else:
-            best, alphas, rank, n_decodes = self._search(zs, w, tgt, decode)
+            search = self._scan if self.search == "scan" else self._search
+            best, alphas, rank, n_decodes = search(zs, w, tgt, decode, dirs)
             if self.overshoot > 1 and len(alphas):
                 further = np.minimum(alphas * self.overshoot, self.alpha_max)
                 images, further_rank = decode(further)
@@ -308,7 +375,31 @@ class DifCluE(CounterfactualMethod):
                 "accepted_rate": float(np.mean(rank == 2)) if len(rank) else 0.0}
         return MethodOutput(cfs, cf_target, out_alpha, mode_ids, float(counter.n_samples), info)
 
-    def _search(self, zs, w, tgt, decode):
+    def _scan(self, zs, w, tgt, decode, dirs=None):
+        """Geometric ladder ``proposal * 2 ** linspace(-1, 1, max_decodes)`` decoded at once (see
+        ``search``)."""
+        m = len(w)
+        proposal = self._propose(zs, w, tgt, dirs)
+        factors = 2.0 ** np.linspace(-1.0, 1.0, self.max_decodes) if self.max_decodes > 1 else np.ones(1)
+        best_images, best_alpha = None, proposal.copy()
+        best_key = np.full((m, 2), -np.inf)  # (rank, tie-break), larger is better
+        for f in factors:
+            alpha = np.minimum(proposal * f, self.alpha_max)
+            images, rank = decode(alpha)
+            p_target = self._last_p_target
+            if best_images is None:
+                best_images = images.clone()
+            # accepted or flipped: the smallest step wins (ladder ascends: keep the first);
+            # neither: the highest target probability wins.
+            tie = np.where(rank > 0, 0.0, p_target)
+            replace = (rank > best_key[:, 0]) | ((rank == best_key[:, 0]) & (rank == 0) & (tie > best_key[:, 1]))
+            sel = torch.as_tensor(replace, device=images.device)
+            best_images[sel] = images[sel]
+            best_alpha[replace] = alpha[replace]
+            best_key[replace, 0], best_key[replace, 1] = rank[replace], tie[replace]
+        return best_images, best_alpha, best_key[:, 0].astype(np.int8), np.full(m, float(len(factors)))
+
+    def _search(self, zs, w, tgt, decode, dirs=None):
         """Bracketing search for the smallest accepted step (at most ``max_decodes`` decodes).
 
         Keeps, per pair, ``lo`` (largest step known not accepted) and ``hi`` (smallest step known
@@ -318,7 +409,7 @@ class DifCluE(CounterfactualMethod):
         failing that the largest step tried.
         """
         m = len(w)
-        alpha = self._propose(zs, w, tgt)
+        alpha = self._propose(zs, w, tgt, dirs)
         lo, hi = np.zeros(m), np.full(m, np.inf)
         best_images, best_alpha, best_rank = None, alpha.copy(), np.full(m, -1, dtype=np.int8)
         n_decodes = np.zeros(m)
