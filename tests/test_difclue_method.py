@@ -91,7 +91,7 @@ def _flip_step(setting, confidence):
 
 def test_search_finds_the_smallest_accepted_step(setting):
     context, _, _, x = setting
-    method = _fit(DifCluE(max_decodes=8, require_mode=False, contrast="rest"), setting)
+    method = _fit(DifCluE(search="bracket", max_decodes=8, require_mode=False, contrast="rest"), setting)
     out = method.generate(context, x, np.ones((len(x), 1), dtype=int))
     expected = _flip_step(setting, method.target_confidence)
     order = np.argsort(out.mode_ids, axis=1)  # slots in mode order

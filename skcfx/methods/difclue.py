@@ -12,9 +12,11 @@ The paper fixes ``alpha`` for every query. skcfx by default chooses ``alpha`` pe
 1. A cheap latent surrogate of the *explained classifier* (multinomial logistic regression on
    standardised latents, fitted on the classifier's own predictions) scans a grid of steps along
    ``w_k`` and proposes the smallest one at which the surrogate predicts the target class.
-2. That proposal is decoded and checked with the real classifier; the step is then grown
-   (doubling) until it flips or bisected down while it still flips, for at most ``max_decodes``
-   decodes. The smallest flipping step found is kept (or the largest tried when none flips).
+2. Steps around that proposal are decoded and checked with the real classifier, for at most
+   ``max_decodes`` decodes: by default (``search='scan'``) a geometric ladder from half to twice
+   the proposal, keeping the smallest accepted step (failing that the smallest flipping one,
+   failing that the most probable one); with ``search='bracket'`` the step is grown (doubling)
+   until it flips, then bisected down while it still flips.
 
 So the explained classifier's decision enters twice: through the surrogate's proposal and through
 the verification, and the cost is bounded: at most ``max_decodes * decode_steps`` denoiser calls
@@ -31,16 +33,19 @@ both switchable off:
   them (``contrast='rest'``, the paper). When the other classes are themselves many things (eight
   digits), one direction cannot remove what makes a "4" a "4" and a "9" a "9" at once.
 
-Two options for validity and realism, off by default and measured beside the default in the
-same benchmark (``benchmarks/difclue_digits.py``, many digit pairs):
+Two choices for validity and realism, measured side by side in one benchmark
+(``benchmarks/difclue_digits.py``, 10 digit pairs, 30 queries each):
 
-* ``search='scan'``: the classifier's response along a direction is often a window (it flips, then
-  flips back once the decode leaves the data), which the doubling search walks past. The scan
-  decodes a ladder of steps around the proposal and, when none is accepted, keeps the most
-  probable one rather than the largest.
+* ``search='scan'`` (the default since it was measured): the classifier's response along a
+  direction is often a window (it flips, then flips back once the decode leaves the data), which
+  the doubling search (``'bracket'``, the earlier default) walks past. The scan decodes a ladder
+  of steps around the proposal and, when none is accepted, keeps the most probable one rather
+  than the largest. Mean over the 10 pairs, scan vs bracket: percent conversion 0.83 vs 0.67,
+  flip rate 0.85 vs 0.72, flips an independent classifier agrees with 0.95 vs 0.89; on the
+  benchmark pair 0/6 the flip rate drops from 0.98 to 0.945 while conversion rises 0.85 -> 0.92.
 
-* ``mode_bound=q``: the edit may not push any standardised latent coordinate beyond the
-  ``[q, 1 - q]`` quantiles of the target mode's training latents (a per-dimension box), unless the
+* ``mode_bound=q`` (off by default: with the scan it lowered the flip rate on both benchmark
+  pairs): the edit may not push any standardised latent coordinate beyond the ``[q, 1 - q]`` quantiles of the target mode's training latents (a per-dimension box), unless the
   query itself already lies beyond it there (then that coordinate may not move further out).
   However far the search walks, and whatever it returns when no step is accepted, the edited
   latent stays within the range the mode occupies.
@@ -115,7 +120,7 @@ class DifCluE(CounterfactualMethod):
         mode's training latents (membership by the finder's ``predict``), widened to include the
         query's own value (an edit never pulls a coordinate *in* that it did not push *out*).
         0 is the mode's min-max box. None: unbounded (the published edit).
-    search : {'bracket', 'scan'}, default='bracket'
+    search : {'bracket', 'scan'}, default='scan'
         How ``alpha='auto'`` spends its ``max_decodes`` decodes. ``'bracket'``: from the
         surrogate's proposal, double until accepted, then bisect (assumes the classifier, once
         flipped, stays flipped further along). ``'scan'``: decode a geometric ladder of steps
@@ -161,7 +166,7 @@ class DifCluE(CounterfactualMethod):
     def __init__(self, alpha="auto", *, max_decodes=4, alpha_max=8.0, grid_size=64, margin=1.5,
                  target_confidence=0.9, overshoot=1.0, guidance_scale=0.0, decode_steps=10,
                  require_mode=True, contrast="source", n_source_modes=16, mode_bound=None,
-                 search="bracket"):
+                 search="scan"):
         self.alpha = alpha
         self.max_decodes = max_decodes
         self.alpha_max = alpha_max
