@@ -120,6 +120,16 @@ class CounterfactualMethod(BaseEstimator):
         """Learn from training latents ``Z`` and labels ``y`` (default: nothing)."""
         return self
 
+    def _check_gradients(self, context):
+        """Raise a clear error when ``needs_gradients`` and the classifier has none."""
+        proba = context.proba_model
+        if self.needs_gradients and not getattr(proba, "differentiable", False):
+            source = getattr(proba, "_source", type(proba).__name__)
+            raise ValueError(
+                f"method={self.name!r} needs gradients of the classifier, but {source} is not "
+                "differentiable: pass a TimmClassifier or a torch.nn.Module returning logits."
+            )
+
     def generate(self, context, x_0, targets):  # pragma: no cover - interface
         raise NotImplementedError
 

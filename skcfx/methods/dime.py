@@ -166,13 +166,7 @@ class _GuidedDiffusion(CounterfactualMethod):
 
     def _check_context(self, context):
         """Raise a clear error when the classifier or the encoder cannot serve this method."""
-        proba = context.proba_model
-        if not getattr(proba, "differentiable", False):
-            source = getattr(proba, "_source", type(proba).__name__)
-            raise ValueError(
-                f"method={self.name!r} needs gradients of the classifier, but {source} is not "
-                "differentiable: pass a TimmClassifier or a torch.nn.Module returning logits."
-            )
+        self._check_gradients(context)
         if not context.model.has_null_latent:
             raise ValueError(
                 f"method={self.name!r} needs an unconditional denoiser: fit the encoder with "

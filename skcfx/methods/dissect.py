@@ -234,13 +234,7 @@ class DISSECT(CounterfactualMethod):
 
     # ------------------------------------------------------------------ checks
     def _check_context(self, context):
-        proba = context.proba_model
-        if not getattr(proba, "differentiable", False):
-            source = getattr(proba, "_source", type(proba).__name__)
-            raise ValueError(
-                f"method='dissect' trains through the classifier's gradients, but {source} is not "
-                "differentiable: pass a TimmClassifier or a torch.nn.Module returning logits."
-            )
+        self._check_gradients(context)
         if context.training_images is None:
             raise ValueError("method='dissect' needs the training images (context.training_images); "
                              "fit it through CounterfactualExplainer.fit.")
