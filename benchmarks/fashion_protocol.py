@@ -181,7 +181,8 @@ METHODS = {
     "dime": (lambda cfg: DiME(n_samples=cfg["n_samples"], **cfg["dime"]), False, True),
     "fastdime": (lambda cfg: FastDiME(n_samples=cfg["n_samples"], **cfg["fastdime"]), False, True),
 }
-"""The methods compared; a new one is one more line (e.g. ``"dissect": (lambda cfg: ..., False, False)``)."""
+"""The methods compared; a new one is one more line. The middle field is True (DifCluE's modes),
+False (no modes) or "concepts" (unlabelled concepts, matched to the pair's classes afterwards)."""
 
 
 def _oracle_reader(oracle):
