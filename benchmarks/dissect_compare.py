@@ -34,7 +34,6 @@ import pickle
 import time
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 from sklearn.decomposition import PCA
 from sklearn.svm import SVC
 
@@ -43,7 +42,7 @@ from skcfx import CounterfactualExplainer, ModalDirectionFinder
 from skcfx.classifiers import TimmClassifier, feature_extractor
 from skcfx.methods import DISSECT, DifCluE
 from skcfx.metrics import distinctness, frechet_distance, importance, substitutability
-from skcfx.protocols import evaluate_mode_conversion, mixed_class_labels, mode_subclasses
+from skcfx.protocols import evaluate_mode_conversion, match_concepts, mixed_class_labels, mode_subclasses
 
 CLASSIFIER = dict(model_name="resnet18", max_epochs=15, batch_size=64, random_state=0)
 STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -71,17 +70,6 @@ def pair_classifier(pair, X_train, yb_train):
     with open(path, "wb") as f:
         pickle.dump(clf, f)
     return clf, fit_s
-
-
-def concept_mapping(explanation, oracle_predict, pair):
-    """Concept index -> digit of the pair, by the best one-to-one assignment of oracle counts."""
-    n, k = explanation.mode_ids.shape
-    pred = oracle_predict(explanation.counterfactuals.reshape((n * k,) + explanation.counterfactuals.shape[2:]))
-    pred = np.asarray(pred).reshape(n, k)
-    concepts = np.unique(explanation.mode_ids[explanation.mode_ids >= 0])
-    counts = np.array([[np.sum(pred[explanation.mode_ids == c] == d) for d in pair] for c in concepts])
-    rows, cols = linear_sum_assignment(-counts)
-    return {int(concepts[r]): int(pair[c]) for r, c in zip(rows, cols)}
 
 
 def _importance_difclue(explainer, queries, reference_alpha):
@@ -124,7 +112,7 @@ def evaluate(name, explainer, queries, mapping, oracle_predict, ctx):
     """All metrics of one fitted explainer on the pair's queries."""
     explanation = explainer.explain(queries, target_class=1)
     if mapping is None:  # DISSECT: concepts are matched to digits afterwards
-        mapping = concept_mapping(explanation, oracle_predict, ctx["pair"])
+        mapping = match_concepts(explanation, oracle_predict, ctx["pair"])
     m = evaluate_mode_conversion(explanation, oracle_predict, mapping)
     n, k = explanation.mode_ids.shape
     cfs = explanation.counterfactuals.reshape((n * k,) + explanation.counterfactuals.shape[2:])
@@ -165,7 +153,7 @@ def tune_dissect(encoder, classifier, X_train, yb_train, y_train, oracle_predict
         params = {**DISSECT_BASE, **override, **({"n_steps": args.dissect_steps} if args.dissect_steps else {})}
         explainer, fit_s = fit_dissect(encoder, classifier, X_train, yb_train, params)
         e = explainer.explain(tuning_queries, target_class=1)
-        mapping = concept_mapping(e, oracle_predict, pair)
+        mapping = match_concepts(e, oracle_predict, pair)
         m = evaluate_mode_conversion(e, oracle_predict, mapping)
         h = explainer.method_.history_
         rows[name] = {"params": params, "percent_conversion": m["percent_conversion"], "flip_rate": m["flip_rate"],

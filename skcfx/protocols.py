@@ -12,7 +12,7 @@ import numpy as np
 
 from .metrics import mode_recovery, proximity
 
-__all__ = ["mixed_class_labels", "mode_subclasses", "evaluate_mode_conversion"]
+__all__ = ["mixed_class_labels", "mode_subclasses", "match_concepts", "evaluate_mode_conversion"]
 
 
 def mixed_class_labels(y, positive):
@@ -72,6 +72,52 @@ def mode_subclasses(direction_finder, fine_labels, class_label=1):
         values, counts = np.unique(members, return_counts=True)
         mapping[int(m)] = values[np.argmax(counts)].item()
     return mapping, mode_recovery(labels[in_class], fine_labels[in_class])
+
+
+def match_concepts(explanation, oracle_predict, subclasses, *, queries=None):
+    """Map unlabelled concepts (e.g. DISSECT's traversals) to sub-classes, one to one.
+
+    A mode of DifCluE is named by the training samples it holds (:func:`mode_subclasses`); a
+    concept learnt without clustering has no members, so it is named afterwards by what its
+    counterfactuals show: the one-to-one assignment of concepts to ``subclasses`` that maximises
+    how many counterfactuals the oracle reads as their concept's sub-class (Hungarian algorithm).
+
+    Parameters
+    ----------
+    explanation : CounterfactualExplanation
+        Its ``mode_ids`` hold the concept index of every slot (``-1`` for empty slots).
+    oracle_predict : callable
+        Maps images ``(m, H, W, C)`` to fine labels (the independent oracle); labels outside
+        ``subclasses`` (e.g. ``-1`` for "none") count for no concept.
+    subclasses : sequence
+        The sub-classes to name the concepts after.
+    queries : array-like of int or bool, optional
+        Rows of the explanation to use (e.g. only the queries explained towards the mixed class).
+
+    Returns
+    -------
+    dict
+        Concept index -> sub-class. With fewer sub-classes than concepts, the concepts left over
+        are not in the mapping (and so not scored by :func:`evaluate_mode_conversion`).
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    subclasses = list(subclasses)
+    if not subclasses:
+        raise ValueError("subclasses must name at least one sub-class.")
+    mode_ids = np.asarray(explanation.mode_ids)
+    cfs = np.asarray(explanation.counterfactuals)
+    if queries is not None:
+        mode_ids, cfs = mode_ids[queries], cfs[queries]
+    n, k = mode_ids.shape
+    if n == 0:
+        raise ValueError("no queries to match the concepts on.")
+    read = np.asarray(oracle_predict(cfs.reshape((n * k,) + cfs.shape[2:]))).reshape(n, k)
+    concepts = np.unique(mode_ids[mode_ids >= 0])
+    counts = np.array([[np.sum(read[mode_ids == c] == s) for s in subclasses] for c in concepts])
+    rows, cols = linear_sum_assignment(-counts)
+    return {int(concepts[r]): (subclasses[c].item() if hasattr(subclasses[c], "item") else subclasses[c])
+            for r, c in zip(rows, cols)}
 
 
 def evaluate_mode_conversion(explanation, oracle_predict, mode_to_subclass):

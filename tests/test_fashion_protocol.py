@@ -46,22 +46,27 @@ def test_protocol_runs_end_to_end(tmp_path, monkeypatch):
     cfg["classifier"].update(max_epochs=1, batch_size=16)
     cfg["oracle"].update(max_epochs=1, batch_size=16)
     cfg["fastdime"].update(tau=3)
+    cfg["dissect"] = dict(n_steps=2, batch_size=4, train_decode_steps=1, decode_steps=2, max_train_images=16)
     figure = tmp_path / "figure.png"
-    result = fp.run(cfg, ["difclue", "fastdime"], log=lambda m: None, figure_path=figure)
+    result = fp.run(cfg, ["difclue", "fastdime", "dissect"], log=lambda m: None, figure_path=figure)
     assert figure.is_file()
     assert result["encoder"]["n_steps"] == 6 and result["encoder"]["reconstruction_mse_pm1"] >= 0
     assert 0 <= result["encoder"]["semantic_control"]["shows_latent_class"] <= 1
     assert [r["pair"] for r in result["runs"]] == [list(p) for p in fp.PAIRS]
     for run in result["runs"]:
-        assert set(run["methods"]) == {"difclue", "fastdime"}
+        assert set(run["methods"]) == {"difclue", "fastdime", "dissect"}
         assert -1 <= run["mode_recovery"]["ari"] <= 1
         difclue, fastdime = run["methods"]["difclue"], run["methods"]["fastdime"]
         assert difclue["n_queries"] == 3 and fastdime["n_queries"] == 2
         assert 0 <= difclue["percent_conversion"]["mean"] <= 1 and 0 <= difclue["flip_rate"] <= 1
         assert "percent_conversion" not in fastdime and fastdime["n_function_evals"] > 0
         assert np.isfinite(run["fid_real_baseline"])
+        # DISSECT's two concepts are named after the pair's two classes, one each.
+        dissect = run["methods"]["dissect"]
+        assert sorted(dissect["concept_to_class"].values()) == sorted(run["pair_labels"])
+        assert 0 <= dissect["percent_conversion"]["mean"] <= 1 and dissect["n_queries"] == 3
     lines = fp.readme_lines(result)
-    assert len(lines) == 2 + 2 * 2 and all(line.startswith("|") for line in lines)
+    assert len(lines) == 2 + 2 * 3 and all(line.startswith("|") for line in lines)
     # the cache is reused: a second run trains nothing
     again = fp.run(cfg, ["difclue"], log=lambda m: None)
     assert again["encoder"]["from_cache"] and again["oracle"]["cached"]
