@@ -20,8 +20,11 @@ Models, all trained here on the training split:
   network replaces DiME's CelebA oracle; it costs one training instead of eight binary ones.
 
 Queries: the first ``--n-queries`` held-out scenes of each class, explained towards the other
-class by DifCluE (2 modes), DiME and FastDiME (2 samples each) with the same encoder, classifier
-and queries, each method in one batch. On a GPU these small networks are bound by per-call
+class by DifCluE (2 modes), DiME and FastDiME (2 samples each) and DISSECT (2 concepts, learnt
+jointly on the training scenes, the DifCluE paper's comparator) with the same encoder, classifier
+and queries, each method in one batch. DISSECT's concepts are unlabelled: each is named after the
+attribute its negatives' counterfactuals show (one to one, ``skcfx.protocols.match_concepts``),
+then scored like a mode. On a GPU these small networks are bound by per-call
 overhead, so DiME's cost is set by its number of sequential denoiser calls, not by the number of
 queries: all methods explain the same queries, and DiME / FastDiME run a 100-step chain from
 ``tau=30`` (the published noise depth with half the steps: 465 instead of 1830 calls per DiME
@@ -38,7 +41,8 @@ Reported per method (``benchmarks/results/shapes_protocol.json``):
   needs downloaded weights), L1 proximity, NFE and seconds per counterfactual.
 * DifCluE's table, over the negative queries explained towards the positive class (the paper's
   protocol): percent conversion per mode (the oracle sees the attribute of the sub-class the mode
-  recovers), which attributes each counterfactual slot added, the share of queries whose
+  recovers; for DISSECT, of the sub-class its concept was named after), which attributes each
+  counterfactual slot added, the share of queries whose
   counterfactuals show both concepts, DISSECT distinctness (which slot made the edit?),
   substitutability (the classifier's architecture trained on all counterfactuals, labelled with
   their target, tested on real held-out scenes) and importance (intended vs obtained classifier
@@ -63,10 +67,10 @@ from _common import CACHE, load_or_fit_encoder, write_json
 from skcfx import CounterfactualExplainer, ModalDirectionFinder
 from skcfx.classifiers import TimmClassifier
 from skcfx.datasets import SHAPES_ATTRIBUTES, make_or_class, make_shapes
-from skcfx.methods import DiME, DifCluE, FastDiME
+from skcfx.methods import DISSECT, DiME, DifCluE, FastDiME
 from skcfx.metrics import (correlation_difference, distinctness, diversity, extract_features, frechet_distance,
                            importance, mnac, percent_conversion, proximity, substitutability)
-from skcfx.protocols import attribute_proba, fit_attribute_oracle, mode_subclasses
+from skcfx.protocols import attribute_proba, fit_attribute_oracle, match_concepts, mode_subclasses
 
 # Full size, sized from one H100 run (torch 2.11) of an earlier setting: this DiffAE took 125 ms per
 # training step at batch 128 (1500 steps: 188 s), and one denoiser call on ~200 images about 30 ms:
@@ -93,6 +97,8 @@ FULL = dict(
     # lambda_c (8, 10, 15) as published.
     dime=dict(respacing=100, tau=30),
     fastdime=dict(respacing=100, tau=30),
+    # DISSECT (the DifCluE paper's comparator): K = n_modes traversals, its library defaults.
+    dissect=dict(),
     n_fit_guided=256,
 )
 
@@ -110,6 +116,7 @@ QUICK = dict(
     difclue=dict(),
     dime=dict(respacing=100, tau=5, lambda_c=(8.0, 15.0)),
     fastdime=dict(respacing=100, tau=8),
+    dissect=dict(n_steps=20, batch_size=8, train_decode_steps=2, decode_steps=8, max_train_images=128),
     n_fit_guided=128,
 )
 
@@ -127,6 +134,8 @@ CPU = dict(
     substitute=dict(model_name="test_resnet", max_epochs=20, batch_size=32),
     # 64 queries per class: with 32, the "red" mode's conversion moved by 0.12 between two runs.
     n_queries=64,
+    # dissect_compare.py's digits setting (16 px too: storing the decode graph beats recomputing it).
+    dissect=dict(n_steps=300, batch_size=16, decode_steps=10, checkpoint=False),
 )
 
 
@@ -250,6 +259,8 @@ def explain_all(models, task, queries, targets, cfg, clock):
         "difclue": (DifCluE(**cfg["difclue"]), X, y),
         "dime": (DiME(n_samples=cfg["n_samples"], **cfg["dime"]), X[:n_fit], y[:n_fit]),
         "fastdime": (FastDiME(n_samples=cfg["n_samples"], **cfg["fastdime"]), X[:n_fit], y[:n_fit]),
+        # DISSECT learns its K traversals on (a subset of) the training scenes: its fit is the training.
+        "dissect": (DISSECT(n_concepts=cfg["n_modes"], **cfg.get("dissect", {})), X, y),
     }
     out = {}
     for name, (method, X_fit, y_fit) in methods.items():
@@ -315,11 +326,10 @@ def _attribute_added(oracle_cf_neg, ia, ib, names):
     return per_slot, coverage
 
 
-def _percent_conversion(e, oracle_cf_neg, ctx):
-    """DifCluE's percent conversion: mode k's counterfactual shows the attribute of mode k's sub-class."""
+def _percent_conversion(e, oracle_cf_neg, ctx, mapping):
+    """Percent conversion: mode (or concept) k's counterfactual shows the attribute of k's sub-class."""
     n_neg = ctx["n_neg"]
     attr_of_sub = {1: ctx["ia"], 2: ctx["ib"]}
-    mapping = ctx["mode_to_subclass"]
     modes = e.mode_ids[:n_neg]
     expected = np.vectorize(lambda m: attr_of_sub.get(mapping.get(int(m), 0), -1))(modes)
     if (expected < 0).any():
@@ -330,13 +340,33 @@ def _percent_conversion(e, oracle_cf_neg, ctx):
     return {"per_mode": per_mode, "mean": res["mean"]}
 
 
-def difclue_table(name, e, oracle_cf, ctx):
-    """DifCluE/DISSECT metrics: conversion and distinctness on negatives; substitutability and importance on all."""
+def _subclass_reader(oracle, ia, ib):
+    """Images -> the sub-class the oracle sees (1: attribute a, 2: attribute b, the likelier if both; -1: neither)."""
+    def read(images):
+        p = attribute_proba(oracle, images)
+        pa, pb = p[:, ia], p[:, ib]
+        return np.where((pa > 0.5) & (pa >= pb), 1, np.where(pb > 0.5, 2, -1))
+    return read
+
+
+def concept_subclasses(e, ctx):
+    """DISSECT's concepts are unlabelled: name each after the sub-class its negatives' counterfactuals show."""
+    return match_concepts(e, _subclass_reader(ctx["oracle"], ctx["ia"], ctx["ib"]), (1, 2),
+                          queries=np.arange(ctx["n_neg"]))
+
+
+def difclue_table(e, oracle_cf, ctx, mapping=None):
+    """DifCluE/DISSECT metrics: conversion and distinctness on negatives; substitutability and importance on all.
+
+    ``mapping`` (mode or concept -> sub-class) is None for methods without modes: no conversion.
+    """
     n_neg, k = ctx["n_neg"], e.counterfactuals.shape[1]
     oracle_cf_neg = oracle_cf[:n_neg]
     added, coverage = _attribute_added(oracle_cf_neg, ctx["ia"], ctx["ib"], ctx["names"])
-    row = {"percent_conversion": _percent_conversion(e, oracle_cf_neg, ctx) if name == "difclue" else None,
+    row = {"percent_conversion": _percent_conversion(e, oracle_cf_neg, ctx, mapping) if mapping else None,
            "attribute_added_per_slot": added, "both_concepts_shown": coverage}
+    if mapping:
+        row["mode_to_subclass"] = {str(m): int(v) for m, v in mapping.items()}
     if k > 1 and n_neg >= 2:
         row["distinctness"] = distinctness(e.images[:n_neg], e.counterfactuals[:n_neg], np.arange(k),
                                            cv=min(5, n_neg), random_state=0)
@@ -364,7 +394,7 @@ def evaluate(explanations, models, task, split, cfg, device, clock):
     heldout = split["heldout"]
     ctx = {
         "names": names, "ia": ia, "ib": ib, "n_neg": cfg["n_queries"], "oracle": oracle, "device": device,
-        "mode_to_subclass": mapping, "label_column": len(names),
+        "label_column": len(names),
         "dataset_labels": np.concatenate([labels, task["y_train"][:, None]], axis=1),
         "reference_features": extract_features(X_test[split["reference"]], oracle),
         "X_heldout": X_test[heldout], "y_heldout": task["y_test"][heldout],
@@ -377,8 +407,12 @@ def evaluate(explanations, models, task, split, cfg, device, clock):
         n, k = e.success.shape
         oracle_q = attribute_proba(oracle, e.images)
         oracle_cf = attribute_proba(oracle, e.counterfactuals.reshape((n * k,) + e.images.shape[1:])).reshape(n, k, -1)
+        method_mapping = {"difclue": mapping, "dissect": None}.get(name)
+        if name == "dissect":
+            method_mapping = concept_subclasses(e, ctx)
         (row, t) = clock(f"{name} metrics", lambda: {"dime_table": dime_table(e, oracle_q, oracle_cf, ctx),
-                                                           "difclue_table": difclue_table(name, e, oracle_cf, ctx)})
+                                                           "difclue_table": difclue_table(e, oracle_cf, ctx,
+                                                                                          method_mapping)})
         row["info"] = e.info
         row["metrics_time_s"] = t
         methods[name] = row
@@ -422,8 +456,8 @@ def readme_lines(result):
         "conversion, both-shown and distinctness on negatives only.",
         "",
         "| method | flip rate | FID | MNAC | CD | sigma_L | percent conversion per mode | both concepts shown "
-        "| distinctness acc. | substitutability ratio | importance R | NFE / CF | s / CF |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| distinctness acc. | substitutability ratio | importance R | NFE / CF | s / CF | method fit s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in result["methods"].items():
         d, c = row["dime_table"], row["difclue_table"]
@@ -432,7 +466,7 @@ def readme_lines(result):
             f"| {name} | {_f(d['flip_rate'])} | {_f(d['fid'], 1)} | {_f(d['mnac'])} | {_f(d['cd'])} | "
             f"{_f(d['sigma_L'], 3)} | {_conversion_cell(c)} | {_f(c['both_concepts_shown'])} | {_f(dist)} | "
             f"{_f(c['substitutability']['ratio'])} | {_f(c['importance']['R'])} | {d['n_function_evals']:.0f} | "
-            f"{d['seconds_per_counterfactual']:.3f} |")
+            f"{d['seconds_per_counterfactual']:.3f} | {_f(row['info'].get('explainer_fit_s'), 1)} |")
     return lines
 
 

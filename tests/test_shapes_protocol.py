@@ -37,6 +37,7 @@ TOY = dict(
     # One lambda_c: one attempt, so the denoiser count per counterfactual is exact.
     dime=dict(respacing=100, tau=TOY_TAU["dime"], lambda_c=(8.0,)),
     fastdime=dict(respacing=100, tau=TOY_TAU["fastdime"], lambda_c=(8.0,)),
+    dissect=dict(n_steps=3, batch_size=4, train_decode_steps=1, decode_steps=3, max_train_images=16),
 )
 
 
@@ -61,7 +62,7 @@ def test_payload_is_strict_json(result):
 
 
 def test_payload_structure(result):
-    assert set(result["methods"]) == {"difclue", "dime", "fastdime"}
+    assert set(result["methods"]) == {"difclue", "dime", "fastdime", "dissect"}
     for row in result["methods"].values():
         assert {"flip_rate", "fid", "mnac", "cd", "sigma_L", "l1", "n_function_evals"} <= set(row["dime_table"])
         assert {"percent_conversion", "attribute_added_per_slot", "both_concepts_shown", "distinctness",
@@ -101,7 +102,7 @@ def test_metrics_are_in_range(result):
         assert _in_range(c["importance"]["MSE"], 0, 1)
 
 
-def test_percent_conversion_only_for_difclue(result):
+def test_percent_conversion_for_the_methods_with_modes_only(result):
     pc = result["methods"]["difclue"]["difclue_table"]["percent_conversion"]
     assert len(pc["per_mode"]) == 2
     assert {m["attribute"] for m in pc["per_mode"]} <= {"color_is_red", "has_border"}
@@ -110,11 +111,21 @@ def test_percent_conversion_only_for_difclue(result):
     assert result["methods"]["dime"]["difclue_table"]["percent_conversion"] is None
 
 
+def test_dissect_concepts_are_named_one_to_one_and_scored(result):
+    table = result["methods"]["dissect"]["difclue_table"]
+    assert sorted(table["mode_to_subclass"].values()) == [1, 2]
+    pc = table["percent_conversion"]
+    assert {m["attribute"] for m in pc["per_mode"]} == {"color_is_red", "has_border"}
+    assert all(_in_range(m["rate"], 0, 1) for m in pc["per_mode"])
+    # Its traversals were trained here: the fit took denoiser work DiME's (a check of the models) did not.
+    assert result["methods"]["dissect"]["info"]["explainer_fit_s"] > 0
+
+
 def test_readme_lines(result):
     lines = result["readme_lines"]
     assert all(isinstance(line, str) for line in lines)
     rows = [line for line in lines if line.startswith("| ") and not line.startswith("| method")]
-    assert [row.split("|")[1].strip() for row in rows] == ["difclue", "dime", "fastdime"]
+    assert [row.split("|")[1].strip() for row in rows] == ["difclue", "dime", "fastdime", "dissect"]
     n_columns = lines[2].count("|")
     assert all(row.count("|") == n_columns for row in rows)
 
