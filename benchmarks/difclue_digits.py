@@ -65,6 +65,9 @@ VARIANTS = {
     "fixed_alpha_1": dict(n_modes=2, method=lambda: DifCluE(alpha=1.0, contrast="rest")),
     "fixed_alpha_2": dict(n_modes=2, method=lambda: DifCluE(alpha=2.0, contrast="rest")),
     "one_direction": dict(n_modes=1, method=lambda: DifCluE()),
+    # Failed searches walk towards the mode's nearest training latent / its mean (2 extra decodes).
+    "fallback_nearest": dict(n_modes=2, method=lambda: DifCluE(fallback="nearest")),
+    "fallback_centre": dict(n_modes=2, method=lambda: DifCluE(fallback="centre")),
     # DISSECT at the setting dissect_compare.py tuned on 1/7 (its DISSECT_BASE): ~5 min per pair on a CPU.
     "dissect": dict(n_modes=2, concepts=True, method=lambda: DISSECT(n_concepts=2, n_steps=300, batch_size=16,
                                                                      decode_steps=10, checkpoint=False)),
@@ -150,6 +153,7 @@ def run_pair(pair, encoder, oracle, data, Z_train, args):
         m["nn_ratio_failed"] = float(nn[failed].mean() / query_nn) if failed.any() else None
         m["n_failed"] = int(failed.sum())
         m["accepted_rate"] = explanation.info.get("accepted_rate")
+        m["fallback_rate"] = explanation.info.get("fallback_rate")
         m["mode_recovery"] = recovery
         m["mode_to_digit"] = {str(key): v for key, v in mapping.items()}
         # Seconds the method spent learning (DISSECT's traversal training; DifCluE's is negligible).

@@ -201,3 +201,43 @@ def test_scan_search_falls_back_to_the_most_probable_step(setting):
     out = method.generate(context, x, targets)
     assert out.info["accepted_rate"] == 0.0
     np.testing.assert_allclose(out.alphas, 1e-3)
+
+
+@pytest.mark.parametrize("fallback", ["nearest", "centre"])
+def test_fallback_walks_failed_counterfactuals_into_their_mode(setting, fallback):
+    # A search that cannot reach the flip (alpha_max far too small) fails everywhere; the fallback
+    # then walks each latent towards its mode and lands there, for 2 extra decodes per slot.
+    context, _, _, x = setting
+    targets = np.ones((len(x), 1), dtype=int)
+    failing = dict(search="scan", max_decodes=1, alpha_max=1e-3, contrast="rest")
+    plain = _fit(DifCluE(**failing), setting).generate(context, x, targets)
+    method = _fit(DifCluE(**failing, fallback=fallback, fallback_decodes=2), setting)
+    out = method.generate(context, x, targets)
+    assert plain.info["accepted_rate"] == 0.0 and plain.info["fallback_rate"] == 0.0
+    assert out.info["accepted_rate"] == 1.0 and out.info["fallback_rate"] == 1.0
+    n_slots = len(x) * 2
+    # inversion + one ladder decode per slot + at most two fallback decodes per slot
+    per_decode = method.decode_steps
+    assert len(x) * 5 + n_slots * per_decode < out.n_function_evals <= len(x) * 5 + n_slots * per_decode * 3
+    assert out.n_function_evals == pytest.approx(len(x) * 5 + n_slots * per_decode * out.info["mean_decodes"])
+    # each counterfactual's latent (the stand-in decodes z exactly) is re-encoded into its own mode
+    finder = context.direction_finder
+    z_cf = out.counterfactuals.flatten(0, 1).flatten(1)[:, :LATENT_DIM].numpy().astype(np.float64)
+    assert np.array_equal(finder.predict(z_cf), out.mode_ids.reshape(-1))
+    # the reported step is the edit's length in step units, larger than the failed search's
+    assert np.all(out.alphas > 1e-3)
+    if fallback == "centre":
+        assert all(points.shape[0] == 1 for points in method.mode_points_.values())
+
+
+def test_fallback_leaves_accepted_counterfactuals_alone(setting):
+    context, _, _, x = setting
+    targets = np.ones((len(x), 1), dtype=int)
+    kwargs = dict(search="scan", max_decodes=4, require_mode=False, contrast="rest")
+    plain = _fit(DifCluE(**kwargs), setting).generate(context, x, targets)
+    out = _fit(DifCluE(**kwargs, fallback="nearest"), setting).generate(context, x, targets)
+    assert plain.info["accepted_rate"] == 1.0 and out.info["fallback_rate"] == 0.0
+    assert out.n_function_evals == plain.n_function_evals
+    np.testing.assert_allclose(out.alphas, plain.alphas)
+    with pytest.raises(ValueError, match="fallback"):
+        _fit(DifCluE(fallback="far"), setting)

@@ -128,6 +128,18 @@ class DifCluE(CounterfactualMethod):
         the smallest that flips; failing that the step with the highest target probability (not
         the largest: far along a direction the decode leaves the data and the classifier often
         flips back).
+    fallback : {'nearest', 'centre'} or None, default=None
+        What to do for the counterfactuals the step search (``alpha='auto'``) could not get
+        accepted: walk the latent from the query's towards a point that lies in mode ``k``
+        instead of along the direction: ``'nearest'`` the mode's training latent nearest to the
+        query (standardised), ``'centre'`` the mode's mean latent. ``fallback_decodes``
+        interpolations ``z + t (target - z)``, ``t = 1/n, ..., 1``, are decoded (the query's own
+        noise, as always) and the first accepted one replaces the search's result; failing that,
+        one that flips replaces a result that did not. Costs decodes only for the failures. The
+        reported ``alpha`` of such a counterfactual is its edit's length in step units
+        (``|zs' - zs| / sqrt(d)``). None: off.
+    fallback_decodes : int, default=2
+        Decodes of the fallback per failed counterfactual.
 
     Attributes
     ----------
@@ -141,6 +153,10 @@ class DifCluE(CounterfactualMethod):
     mode_box_ : dict
         ``mode_bound`` set: mode id -> (low, high) arrays of shape (latent_dim,), the box in
         standardised units. Empty otherwise.
+    mode_points_ : dict
+        ``fallback`` set: mode id -> (n_m, latent_dim) float32 standardised latents the fallback
+        walks towards (the mode's training latents for ``'nearest'``, its mean for
+        ``'centre'``). Empty otherwise.
     """
 
     name = "difclue"
@@ -161,12 +177,14 @@ class DifCluE(CounterfactualMethod):
         "n_source_modes": [Interval(numbers.Integral, 1, None, closed="left")],
         "mode_bound": [Interval(numbers.Real, 0, 0.5, closed="left"), None],
         "search": [StrOptions({"bracket", "scan"})],
+        "fallback": [StrOptions({"nearest", "centre"}), None],
+        "fallback_decodes": [Interval(numbers.Integral, 1, None, closed="left")],
     }
 
     def __init__(self, alpha="auto", *, max_decodes=4, alpha_max=8.0, grid_size=64, margin=1.5,
                  target_confidence=0.9, overshoot=1.0, guidance_scale=0.0, decode_steps=10,
                  require_mode=True, contrast="source", n_source_modes=16, mode_bound=None,
-                 search="scan"):
+                 search="scan", fallback=None, fallback_decodes=2):
         self.alpha = alpha
         self.max_decodes = max_decodes
         self.alpha_max = alpha_max
@@ -181,6 +199,8 @@ class DifCluE(CounterfactualMethod):
         self.n_source_modes = n_source_modes
         self.mode_bound = mode_bound
         self.search = search
+        self.fallback = fallback
+        self.fallback_decodes = fallback_decodes
 
     @property
     def needs_unconditional(self):
@@ -220,6 +240,16 @@ class DifCluE(CounterfactualMethod):
                     members = np.array([[-np.inf], [np.inf]]) * np.ones((1, Zs.shape[1]))
                 self.mode_box_[m] = (np.quantile(members, self.mode_bound, axis=0),
                                      np.quantile(members, 1.0 - self.mode_bound, axis=0))
+        self.mode_points_ = {}
+        if self.fallback is not None:
+            mode_of = finder.predict(Z)
+            for m in range(len(finder.mode_class_)):
+                members = Zs[mode_of == m]
+                if len(members) == 0:  # no training latent is nearest to this mode: its centre
+                    members = ((finder.cluster_centers_[m] - finder.mean_) / finder.scale_)[None]
+                if self.fallback == "centre":
+                    members = members.mean(axis=0, keepdims=True)
+                self.mode_points_[m] = members.astype(np.float32)
         return self
 
     def _fit_source_directions(self, finder, Z, Zs):
@@ -338,12 +368,14 @@ class DifCluE(CounterfactualMethod):
         zs = (zq.cpu().numpy().astype(np.float64) - finder.mean_) / finder.scale_
         w = self._directions(finder, zs, dirs)
 
-        def decode(alphas, idx=None):
-            # Decode the pairs ``idx`` at their steps (counted); returns images and rank.
+        def decode(alphas, idx=None, directions=None):
+            # Decode the pairs ``idx`` at their steps (counted) along their mode directions (or
+            # along ``directions``, one per pair of ``idx``: the fallback); returns images and rank.
             # rank 2: accepted; 1: the classifier predicts the target but the step is not
             # accepted (confidence or mode check); 0: the classifier does not flip.
             idx = np.arange(len(tgt)) if idx is None else idx
-            edited = self._edit(finder, zq[idx], w[idx], alphas[idx], dirs[idx])
+            step_dirs = w[idx] if directions is None else directions
+            edited = self._edit(finder, zq[idx], step_dirs, alphas[idx], dirs[idx])
             images = model.decode(edited, xq[idx], decode_steps, guidance_scale=self.guidance_scale,
                                   counter=counter)
             p = proba.torch_proba(images).detach().cpu().numpy()
@@ -374,11 +406,56 @@ class DifCluE(CounterfactualMethod):
                 alphas = np.where(keep_np, further, alphas)
                 rank = np.where(keep_np, further_rank, rank)
 
+        fallback_used = np.zeros(len(triples), dtype=bool)
+        if self.alpha == "auto" and self.fallback is not None and len(triples):
+            best, alphas, rank, fallback_used = self._fallback(zs, dirs, decode, best, alphas, rank, n_decodes)
+
         cfs, cf_target, out_alpha, mode_ids = layout_slots(x_0, q, best, tgt, alphas, dirs)
         info = {"mean_decodes": float(np.mean(n_decodes)) if len(n_decodes) else 0.0,
                 # share of counterfactuals whose step passed every check (confidence, mode)
-                "accepted_rate": float(np.mean(rank == 2)) if len(rank) else 0.0}
+                "accepted_rate": float(np.mean(rank == 2)) if len(rank) else 0.0,
+                "fallback_rate": float(np.mean(fallback_used)) if len(rank) else 0.0}
         return MethodOutput(cfs, cf_target, out_alpha, mode_ids, float(counter.n_samples), info)
+
+    def _fallback(self, zs, dirs, decode, best, alphas, rank, n_decodes):
+        """Walk the failed counterfactuals' latents towards a point of their mode (see ``fallback``).
+
+        Returns ``(best, alphas, rank, used)``; ``n_decodes`` is updated in place.
+        """
+        failed = np.flatnonzero(rank < 2)
+        used = np.zeros(len(rank), dtype=bool)
+        if failed.size == 0:
+            return best, alphas, rank, used
+        targets = np.empty((failed.size, zs.shape[1]))
+        for m in np.unique(dirs[failed]):
+            rows = failed[dirs[failed] == m]
+            points = self.mode_points_[int(m)].astype(np.float64)
+            nearest = np.argmin(((zs[rows, None, :] - points[None]) ** 2).sum(-1), axis=1)
+            targets[np.searchsorted(failed, rows)] = points[nearest]
+        move = targets - zs[failed]
+        d = zs.shape[1]
+        length = np.linalg.norm(move, axis=1) / np.sqrt(d)
+        # The fallback reuses ``decode`` (a step along a unit direction): the move's own direction
+        # with a step of its length times t reaches z + t (target - z).
+        unit = move / np.maximum(np.linalg.norm(move, axis=1, keepdims=True), 1e-12)
+        done = np.zeros(failed.size, dtype=bool)
+        for t in np.linspace(1.0, self.fallback_decodes, self.fallback_decodes) / self.fallback_decodes:
+            todo = np.flatnonzero(~done)
+            if todo.size == 0:
+                break
+            idx = failed[todo]
+            step = np.zeros(len(rank))
+            step[idx] = t * length[todo]
+            images, new_rank = decode(step, idx, directions=unit[todo])
+            n_decodes[idx] += 1
+            better = new_rank > rank[idx]
+            sel = torch.as_tensor(better, device=images.device)
+            best[torch.as_tensor(idx[better], device=best.device)] = images[sel]
+            alphas[idx[better]] = step[idx[better]]
+            rank[idx[better]] = new_rank[better]
+            used[idx[better]] = True
+            done[todo[new_rank == 2]] = True
+        return best, alphas, rank, used
 
     def _scan(self, zs, w, tgt, decode, dirs=None):
         """Geometric ladder ``proposal * 2 ** linspace(-1, 1, max_decodes)`` decoded at once (see
