@@ -68,6 +68,7 @@ VARIANTS = {
     # Failed searches walk towards the mode's nearest training latent / its mean (2 extra decodes).
     "fallback_nearest": dict(n_modes=2, method=lambda: DifCluE(fallback="nearest")),
     "fallback_centre": dict(n_modes=2, method=lambda: DifCluE(fallback="centre")),
+    "fallback_centre_4": dict(n_modes=2, method=lambda: DifCluE(fallback="centre", fallback_decodes=4)),
     # DISSECT at the setting dissect_compare.py tuned on 1/7 (its DISSECT_BASE): ~5 min per pair on a CPU.
     "dissect": dict(n_modes=2, concepts=True, method=lambda: DISSECT(n_concepts=2, n_steps=300, batch_size=16,
                                                                      decode_steps=10, checkpoint=False)),

@@ -99,6 +99,8 @@ FULL = dict(
     fastdime=dict(respacing=100, tau=30),
     # DISSECT (the DifCluE paper's comparator): K = n_modes traversals, its library defaults.
     dissect=dict(),
+    # Extra DifCluE rows, side by side with the default one: name -> overrides of ``difclue``.
+    extra_difclue={"difclue_no_fallback": dict(fallback=None)},
     n_fit_guided=256,
 )
 
@@ -257,6 +259,8 @@ def explain_all(models, task, queries, targets, cfg, clock):
     n_fit = cfg["n_fit_guided"]
     methods = {
         "difclue": (DifCluE(**cfg["difclue"]), X, y),
+        **{name: (DifCluE(**{**cfg["difclue"], **overrides}), X, y)
+           for name, overrides in cfg.get("extra_difclue", {}).items()},
         "dime": (DiME(n_samples=cfg["n_samples"], **cfg["dime"]), X[:n_fit], y[:n_fit]),
         "fastdime": (FastDiME(n_samples=cfg["n_samples"], **cfg["fastdime"]), X[:n_fit], y[:n_fit]),
         # DISSECT learns its K traversals on (a subset of) the training scenes: its fit is the training.
@@ -264,7 +268,8 @@ def explain_all(models, task, queries, targets, cfg, clock):
     }
     out = {}
     for name, (method, X_fit, y_fit) in methods.items():
-        finder = ModalDirectionFinder(n_modes=cfg["n_modes"], random_state=seed) if name == "difclue" else None
+        finder = ModalDirectionFinder(n_modes=cfg["n_modes"], random_state=seed) \
+            if isinstance(method, DifCluE) else None
         explainer, t_fit = clock(f"{name} fit", lambda: CounterfactualExplainer(
             direction_finder=finder, method=method, **common).fit(X_fit, y_fit))
         explanation, _ = clock(f"{name} explain", lambda: explainer.explain(queries, target_class=targets))
@@ -403,13 +408,16 @@ def evaluate(explanations, models, task, split, cfg, device, clock):
     }
     baseline = frechet_distance(ctx["reference_features"], extract_features(X_test[split["baseline"]], oracle))
     methods = {}
-    for name, (e, _) in explanations.items():
+    for name, (e, explainer) in explanations.items():
         n, k = e.success.shape
         oracle_q = attribute_proba(oracle, e.images)
         oracle_cf = attribute_proba(oracle, e.counterfactuals.reshape((n * k,) + e.images.shape[1:])).reshape(n, k, -1)
-        method_mapping = {"difclue": mapping, "dissect": None}.get(name)
+        method_mapping = None
         if name == "dissect":
             method_mapping = concept_subclasses(e, ctx)
+        elif isinstance(explainer.method_, DifCluE):  # every DifCluE row fits the same finder: same modes
+            method_mapping = mapping if name == "difclue" else \
+                mode_subclasses(explainer.direction_finder_, task["sub_train"], class_label=1)[0]
         (row, t) = clock(f"{name} metrics", lambda: {"dime_table": dime_table(e, oracle_q, oracle_cf, ctx),
                                                            "difclue_table": difclue_table(e, oracle_cf, ctx,
                                                                                           method_mapping)})

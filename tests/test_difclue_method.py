@@ -197,7 +197,7 @@ def test_scan_search_falls_back_to_the_most_probable_step(setting):
     # a budget of one decode at a step too small: nothing flips, the one step tried is kept
     context, _, _, x = setting
     targets = np.ones((len(x), 1), dtype=int)
-    method = _fit(DifCluE(search="scan", max_decodes=1, alpha_max=1e-3, require_mode=False), setting)
+    method = _fit(DifCluE(search="scan", max_decodes=1, alpha_max=1e-3, require_mode=False, fallback=None), setting)
     out = method.generate(context, x, targets)
     assert out.info["accepted_rate"] == 0.0
     np.testing.assert_allclose(out.alphas, 1e-3)
@@ -210,7 +210,7 @@ def test_fallback_walks_failed_counterfactuals_into_their_mode(setting, fallback
     context, _, _, x = setting
     targets = np.ones((len(x), 1), dtype=int)
     failing = dict(search="scan", max_decodes=1, alpha_max=1e-3, contrast="rest")
-    plain = _fit(DifCluE(**failing), setting).generate(context, x, targets)
+    plain = _fit(DifCluE(**failing, fallback=None), setting).generate(context, x, targets)
     method = _fit(DifCluE(**failing, fallback=fallback, fallback_decodes=2), setting)
     out = method.generate(context, x, targets)
     assert plain.info["accepted_rate"] == 0.0 and plain.info["fallback_rate"] == 0.0
@@ -234,7 +234,7 @@ def test_fallback_leaves_accepted_counterfactuals_alone(setting):
     context, _, _, x = setting
     targets = np.ones((len(x), 1), dtype=int)
     kwargs = dict(search="scan", max_decodes=4, require_mode=False, contrast="rest")
-    plain = _fit(DifCluE(**kwargs), setting).generate(context, x, targets)
+    plain = _fit(DifCluE(**kwargs, fallback=None), setting).generate(context, x, targets)
     out = _fit(DifCluE(**kwargs, fallback="nearest"), setting).generate(context, x, targets)
     assert plain.info["accepted_rate"] == 1.0 and out.info["fallback_rate"] == 0.0
     assert out.n_function_evals == plain.n_function_evals

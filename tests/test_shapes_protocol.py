@@ -62,7 +62,7 @@ def test_payload_is_strict_json(result):
 
 
 def test_payload_structure(result):
-    assert set(result["methods"]) == {"difclue", "dime", "fastdime", "dissect"}
+    assert set(result["methods"]) == {"difclue", "difclue_no_fallback", "dime", "fastdime", "dissect"}
     for row in result["methods"].values():
         assert {"flip_rate", "fid", "mnac", "cd", "sigma_L", "l1", "n_function_evals"} <= set(row["dime_table"])
         assert {"percent_conversion", "attribute_added_per_slot", "both_concepts_shown", "distinctness",
@@ -111,6 +111,14 @@ def test_percent_conversion_for_the_methods_with_modes_only(result):
     assert result["methods"]["dime"]["difclue_table"]["percent_conversion"] is None
 
 
+def test_extra_difclue_rows_share_the_modes_and_their_settings_apply(result):
+    rows = result["methods"]
+    assert rows["difclue_no_fallback"]["difclue_table"]["mode_to_subclass"] == \
+        rows["difclue"]["difclue_table"]["mode_to_subclass"]
+    # without the fallback no counterfactual can have used it
+    assert rows["difclue_no_fallback"]["info"]["fallback_rate"] == 0.0
+
+
 def test_dissect_concepts_are_named_one_to_one_and_scored(result):
     table = result["methods"]["dissect"]["difclue_table"]
     assert sorted(table["mode_to_subclass"].values()) == [1, 2]
@@ -125,7 +133,7 @@ def test_readme_lines(result):
     lines = result["readme_lines"]
     assert all(isinstance(line, str) for line in lines)
     rows = [line for line in lines if line.startswith("| ") and not line.startswith("| method")]
-    assert [row.split("|")[1].strip() for row in rows] == ["difclue", "dime", "fastdime", "dissect"]
+    assert [row.split("|")[1].strip() for row in rows] == ["difclue", "difclue_no_fallback", "dime", "fastdime", "dissect"]
     n_columns = lines[2].count("|")
     assert all(row.count("|") == n_columns for row in rows)
 

@@ -44,6 +44,18 @@ Two choices for validity and realism, measured side by side in one benchmark
   flip rate 0.85 vs 0.72, flips an independent classifier agrees with 0.95 vs 0.89; on the
   benchmark pair 0/6 the flip rate drops from 0.98 to 0.945 while conversion rises 0.85 -> 0.92.
 
+* ``fallback='centre'`` (the default since it was measured): what the search could not get
+  accepted (4 decodes along the direction) is walked from the query's latent towards the mode's
+  mean latent instead, ``z + t (c_k - z)`` for ``t = 1/2, 1``, with the query's own noise, for two
+  more decodes of the failures only. Mean over the same 10 pairs, with vs without: percent
+  conversion 0.955 vs 0.83, flip rate 0.965 vs 0.85 (worst pair 0.87 vs 0.62), independent
+  validity 0.97 vs 0.95, off-data 0.99 vs 1.05, at 54 vs 50 denoiser calls; on the benchmark pairs
+  (resnet18, 100 queries) 1/7 converts 0.985 at flip 0.985 (0.895 / 0.925 without), 0/6 0.98 at
+  0.99 (0.92 / 0.945). The price is edit specificity: a mode's counterfactuals spread 0.53 of the
+  queries' spread instead of 0.64 (the fallback's decodes are closer to the mode's template).
+  ``'nearest'`` (towards the mode's training latent nearest to the query) keeps more of the query
+  but rescues few: 0.85 conversion, 0.87 flip.
+
 * ``mode_bound=q`` (off by default: with the scan it lowered the flip rate on both benchmark
   pairs): the edit may not push any standardised latent coordinate beyond the ``[q, 1 - q]`` quantiles of the target mode's training latents (a per-dimension box), unless the
   query itself already lies beyond it there (then that coordinate may not move further out).
@@ -128,7 +140,7 @@ class DifCluE(CounterfactualMethod):
         the smallest that flips; failing that the step with the highest target probability (not
         the largest: far along a direction the decode leaves the data and the classifier often
         flips back).
-    fallback : {'nearest', 'centre'} or None, default=None
+    fallback : {'centre', 'nearest'} or None, default='centre'
         What to do for the counterfactuals the step search (``alpha='auto'``) could not get
         accepted: walk the latent from the query's towards a point that lies in mode ``k``
         instead of along the direction: ``'nearest'`` the mode's training latent nearest to the
@@ -137,7 +149,7 @@ class DifCluE(CounterfactualMethod):
         noise, as always) and the first accepted one replaces the search's result; failing that,
         one that flips replaces a result that did not. Costs decodes only for the failures. The
         reported ``alpha`` of such a counterfactual is its edit's length in step units
-        (``|zs' - zs| / sqrt(d)``). None: off.
+        (``|zs' - zs| / sqrt(d)``). None: off (the search's result is kept, as in the paper).
     fallback_decodes : int, default=2
         Decodes of the fallback per failed counterfactual.
 
@@ -184,7 +196,7 @@ class DifCluE(CounterfactualMethod):
     def __init__(self, alpha="auto", *, max_decodes=4, alpha_max=8.0, grid_size=64, margin=1.5,
                  target_confidence=0.9, overshoot=1.0, guidance_scale=0.0, decode_steps=10,
                  require_mode=True, contrast="source", n_source_modes=16, mode_bound=None,
-                 search="scan", fallback=None, fallback_decodes=2):
+                 search="scan", fallback="centre", fallback_decodes=2):
         self.alpha = alpha
         self.max_decodes = max_decodes
         self.alpha_max = alpha_max
