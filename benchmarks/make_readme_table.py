@@ -72,10 +72,32 @@ def difclue_section(r):
     return lines
 
 
-def difclue_pairs_section(r):
+# The runs of difclue_digits.py over several pairs: JSON name -> (command line, what its rows are).
+PAIRS_RUNS = {
+    "difclue_digits_pairs": (
+        "--pairs random 10 --variants ...",
+        "Row `difclue` is the default of its day (`search='bracket'`, no fallback); `scan` is that search "
+        "alone; `dissect` is the DifCluE paper's comparator (2 concepts, named after the digit they show)."),
+    "difclue_digits_fallback": (
+        "--pairs random 10 --variants difclue,fallback_nearest,fallback_centre --output difclue_digits_fallback",
+        "Same pairs, classifiers and queries as above, rerun in one go: `difclue` is `search='scan'` "
+        "without a fallback (the default before this run), `fallback_centre` the default since."),
+    "difclue_digits_all_pairs": (
+        "--pairs all --variants difclue,fallback_centre,fallback_centre_4 --output difclue_digits_all_pairs",
+        "All 45 pairs: `difclue` is `search='scan'` without a fallback, `fallback_centre` today's default, "
+        "`fallback_centre_4` the same with 4 fallback decodes."),
+    "difclue_digits_two_pairs_fallback": (
+        "--pairs 1,7 0,6 --n-queries 100 --classifier resnet18:15 --variants difclue,fallback_centre,"
+        "fallback_centre_4 --output difclue_digits_two_pairs_fallback",
+        "The two benchmark pairs with the stronger classifier: `difclue` without a fallback, "
+        "`fallback_centre` today's default."),
+}
+
+
+def difclue_pairs_section(r, command="--pairs random 10", note=""):
     s = r["settings"]
-    pairs = ", ".join(f"{a}/{b}" for a, b in s["pairs"])
-    lines = [f"**DifCluE over many digit pairs** (`benchmarks/difclue_digits.py --pairs random {len(s['pairs'])}`; "
+    pairs = ", ".join(f"{a}/{b}" for a, b in s["pairs"]) if len(s["pairs"]) <= 12 else f"all {len(s['pairs'])}"
+    lines = [f"**DifCluE over many digit pairs** (`benchmarks/difclue_digits.py {command}`; "
              f"{_machine(r)}; {r['wall_time_s'] / 60:.0f} min): pairs {pairs}; one DiffAE (shipped `digits16`) for all, "
              f"per pair a {s['classifier'].split(':')[0]} classifier ({s['classifier'].split(':')[1]} epochs) to explain, an independent "
              f"classifier never used in generation ({s['independent_classifier']}) and {s['n_queries']} held-out "
@@ -84,7 +106,7 @@ def difclue_pairs_section(r):
              "assigns to the target. Spread = a mode's CFs' mean pairwise L1 across queries over the queries' "
              "(1: CFs differ as much as the queries; 0: one template). Nearer query = share of CFs nearer their "
              "query than the mode's mean CF. Off-data = mean RMS distance of CFs to the nearest training image "
-             "over the same for the queries (1 = as near as real digits); 'failed' = CFs that did not flip.", "",
+             f"over the same for the queries (1 = as near as real digits); 'failed' = CFs that did not flip. {note}", "",
              "| variant | percent conversion | worst pair | flip rate | independent validity | spread | "
              "nearer query | off-data (all) | off-data (failed) | mode ARI | NFE / CF |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -219,7 +241,8 @@ def shapes_section(r):
 def main():
     sections = []
     for name, fn in (("diffae_digits", diffae_section), ("difclue_digits", difclue_section),
-                     ("difclue_digits_pairs", difclue_pairs_section), ("modes_digits_pairs", modes_pairs_section),
+                     *((name, lambda r, c=c, n=n: difclue_pairs_section(r, c, n)) for name, (c, n) in PAIRS_RUNS.items()),
+                     ("modes_digits_pairs", modes_pairs_section),
                      ("compare_methods", compare_section), ("latent_dropout_cost", dropout_section),
                      ("memory_explain", memory_section), ("shapes_protocol", shapes_section),
                      ("memory_fit", memory_fit_section), ("train_speed", train_speed_section),
