@@ -94,19 +94,25 @@ PAIRS_RUNS = {
 }
 
 
-def difclue_pairs_section(r, command="--pairs random 10", note=""):
+def difclue_pairs_section(r, command="--pairs random 10", note="", glossary=True):
     s = r["settings"]
     pairs = ", ".join(f"{a}/{b}" for a, b in s["pairs"]) if len(s["pairs"]) <= 12 else f"all {len(s['pairs'])}"
-    lines = [f"**DifCluE over many digit pairs** (`benchmarks/difclue_digits.py {command}`; "
-             f"{_machine(r)}; {r['wall_time_s'] / 60:.0f} min): pairs {pairs}; one DiffAE (shipped `digits16`) for all, "
-             f"per pair a {s['classifier'].split(':')[0]} classifier ({s['classifier'].split(':')[1]} epochs) to explain, an independent "
-             f"classifier never used in generation ({s['independent_classifier']}) and {s['n_queries']} held-out "
-             "negatives explained towards each mode. Each cell: mean over pairs [min - max]; the worst pair of "
-             "conversion is named. Independent validity = share of flipped CFs the independent classifier also "
-             "assigns to the target. Spread = a mode's CFs' mean pairwise L1 across queries over the queries' "
-             "(1: CFs differ as much as the queries; 0: one template). Nearer query = share of CFs nearer their "
-             "query than the mode's mean CF. Off-data = mean RMS distance of CFs to the nearest training image "
-             f"over the same for the queries (1 = as near as real digits); 'failed' = CFs that did not flip. {note}", "",
+    head = (f"**DifCluE over many digit pairs** (`benchmarks/difclue_digits.py {command}`; "
+            f"{_machine(r)}; {r['wall_time_s'] / 60:.0f} min): pairs {pairs}; "
+            f"a {s['classifier'].split(':')[0]} classifier ({s['classifier'].split(':')[1]} epochs) per pair, "
+            f"{s['n_queries']} held-out negatives per pair. ")
+    if glossary:
+        head += ("One DiffAE (shipped `digits16`) for all pairs, an independent classifier never used in "
+                 f"generation ({s['independent_classifier']}). Each cell: mean over pairs [min - max]; the worst "
+                 "pair of conversion is named. Independent validity = share of flipped CFs the independent "
+                 "classifier also assigns to the target. Spread = a mode's CFs' mean pairwise L1 across queries "
+                 "over the queries' (1: CFs differ as much as the queries; 0: one template). Nearer query = share "
+                 "of CFs nearer their query than the mode's mean CF. Off-data = mean RMS distance of CFs to the "
+                 "nearest training image over the same for the queries (1 = as near as real digits); 'failed' = "
+                 "CFs that did not flip. ")
+    else:
+        head += "Columns as in the first many-pairs table. "
+    lines = [head + note, "",
              "| variant | percent conversion | worst pair | flip rate | independent validity | spread | "
              "nearer query | off-data (all) | off-data (failed) | mode ARI | NFE / CF |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -241,7 +247,8 @@ def shapes_section(r):
 def main():
     sections = []
     for name, fn in (("diffae_digits", diffae_section), ("difclue_digits", difclue_section),
-                     *((name, lambda r, c=c, n=n: difclue_pairs_section(r, c, n)) for name, (c, n) in PAIRS_RUNS.items()),
+                     *((name, lambda r, c=c, n=n, g=(i == 0): difclue_pairs_section(r, c, n, g))
+                       for i, (name, (c, n)) in enumerate(PAIRS_RUNS.items())),
                      ("modes_digits_pairs", modes_pairs_section),
                      ("compare_methods", compare_section), ("latent_dropout_cost", dropout_section),
                      ("memory_explain", memory_section), ("shapes_protocol", shapes_section),
