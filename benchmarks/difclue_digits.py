@@ -69,6 +69,9 @@ VARIANTS = {
     "fallback_nearest": dict(n_modes=2, method=lambda: DifCluE(fallback="nearest")),
     "fallback_centre": dict(n_modes=2, method=lambda: DifCluE(fallback="centre")),
     "fallback_centre_4": dict(n_modes=2, method=lambda: DifCluE(fallback="centre", fallback_decodes=4)),
+    # the scan's ladder, then up to 2 doublings for what it could not get accepted (before the fallback)
+    "extend_2": dict(n_modes=2, method=lambda: DifCluE(extend_decodes=2)),
+    "scan_no_fallback": dict(n_modes=2, method=lambda: DifCluE(fallback=None)),
     # DISSECT at the setting dissect_compare.py tuned on 1/7 (its DISSECT_BASE): ~5 min per pair on a CPU.
     "dissect": dict(n_modes=2, concepts=True, method=lambda: DISSECT(n_concepts=2, n_steps=300, batch_size=16,
                                                                      decode_steps=10, checkpoint=False)),

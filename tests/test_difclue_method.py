@@ -241,3 +241,31 @@ def test_fallback_leaves_accepted_counterfactuals_alone(setting):
     np.testing.assert_allclose(out.alphas, plain.alphas)
     with pytest.raises(ValueError, match="fallback"):
         _fit(DifCluE(fallback="far"), setting)
+
+
+def test_scan_extension_doubles_past_a_short_ladder_until_accepted(setting):
+    # A proposal far too short (0.01): the one-rung ladder fails; each extension decode doubles the
+    # step, so the step kept is the first 0.01 * 2**j at or above the closed-form accepted step.
+    context, _, _, x = setting
+    targets = np.ones((len(x), 1), dtype=int)
+    kwargs = dict(search="scan", max_decodes=1, require_mode=False, contrast="rest", fallback=None)
+    short = _fit(DifCluE(**kwargs), setting)
+    short._propose = lambda zs, w, tgt, dirs=None: np.full(len(w), 0.01)
+    assert short.generate(context, x, targets).info["accepted_rate"] == 0.0
+    method = _fit(DifCluE(**kwargs, extend_decodes=12), setting)
+    method._propose = short._propose
+    out = method.generate(context, x, targets)
+    assert out.info["accepted_rate"] == 1.0
+    expected = _flip_step(setting, method.target_confidence)
+    doublings = np.ceil(np.log2(expected / 0.01))
+    order = np.argsort(out.mode_ids, axis=1)
+    np.testing.assert_allclose(np.take_along_axis(out.alphas, order, axis=1), 0.01 * 2 ** doublings)
+    # one ladder decode, then one per doubling, for each slot (no more once accepted)
+    assert out.info["mean_decodes"] == pytest.approx(1 + doublings.mean())
+    # the budget caps it: two doublings are not enough here, and cost exactly two decodes more
+    capped = _fit(DifCluE(**kwargs, extend_decodes=2), setting)
+    capped._propose = short._propose
+    out = capped.generate(context, x, targets)
+    assert doublings.min() > 2 and out.info["accepted_rate"] == 0.0 and out.info["mean_decodes"] == 3.0
+    with pytest.raises(ValueError, match="extend_decodes"):
+        _fit(DifCluE(extend_decodes=-1), setting)

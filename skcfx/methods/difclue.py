@@ -152,6 +152,10 @@ class DifCluE(CounterfactualMethod):
         (``|zs' - zs| / sqrt(d)``). None: off (the search's result is kept, as in the paper).
     fallback_decodes : int, default=2
         Decodes of the fallback per failed counterfactual.
+    extend_decodes : int, default=0
+        ``search='scan'`` only: decodes allowed past the ladder for the counterfactuals no rung got
+        accepted; their step keeps doubling from the top rung (up to ``alpha_max``), before any
+        ``fallback``. Costs decodes only for those. 0: the ladder alone.
 
     Attributes
     ----------
@@ -191,12 +195,13 @@ class DifCluE(CounterfactualMethod):
         "search": [StrOptions({"bracket", "scan"})],
         "fallback": [StrOptions({"nearest", "centre"}), None],
         "fallback_decodes": [Interval(numbers.Integral, 1, None, closed="left")],
+        "extend_decodes": [Interval(numbers.Integral, 0, None, closed="left")],
     }
 
     def __init__(self, alpha="auto", *, max_decodes=4, alpha_max=8.0, grid_size=64, margin=1.5,
                  target_confidence=0.9, overshoot=1.0, guidance_scale=0.0, decode_steps=10,
                  require_mode=True, contrast="source", n_source_modes=16, mode_bound=None,
-                 search="scan", fallback="centre", fallback_decodes=2):
+                 search="scan", fallback="centre", fallback_decodes=2, extend_decodes=0):
         self.alpha = alpha
         self.max_decodes = max_decodes
         self.alpha_max = alpha_max
@@ -213,6 +218,7 @@ class DifCluE(CounterfactualMethod):
         self.search = search
         self.fallback = fallback
         self.fallback_decodes = fallback_decodes
+        self.extend_decodes = extend_decodes
 
     @property
     def needs_unconditional(self):
@@ -470,28 +476,46 @@ class DifCluE(CounterfactualMethod):
         return best, alphas, rank, used
 
     def _scan(self, zs, w, tgt, decode, dirs=None):
-        """Geometric ladder ``proposal * 2 ** linspace(-1, 1, max_decodes)`` decoded at once (see
-        ``search``)."""
+        """Geometric ladder ``proposal * 2 ** linspace(-1, 1, max_decodes)`` decoded at once, then
+        up to ``extend_decodes`` doublings for what no rung got accepted (see ``search``)."""
         m = len(w)
         proposal = self._propose(zs, w, tgt, dirs)
         factors = 2.0 ** np.linspace(-1.0, 1.0, self.max_decodes) if self.max_decodes > 1 else np.ones(1)
         best_images, best_alpha = None, proposal.copy()
         best_key = np.full((m, 2), -np.inf)  # (rank, tie-break), larger is better
-        for f in factors:
-            alpha = np.minimum(proposal * f, self.alpha_max)
-            images, rank = decode(alpha)
+        n_decodes = np.zeros(m)
+
+        def keep(idx, alpha):
+            nonlocal best_images
+            images, rank = decode(alpha, idx)
+            n_decodes[idx] += 1
             p_target = self._last_p_target
             if best_images is None:
                 best_images = images.clone()
-            # accepted or flipped: the smallest step wins (ladder ascends: keep the first);
+            # accepted or flipped: the smallest step wins (steps only grow: keep the first);
             # neither: the highest target probability wins.
             tie = np.where(rank > 0, 0.0, p_target)
-            replace = (rank > best_key[:, 0]) | ((rank == best_key[:, 0]) & (rank == 0) & (tie > best_key[:, 1]))
-            sel = torch.as_tensor(replace, device=images.device)
-            best_images[sel] = images[sel]
-            best_alpha[replace] = alpha[replace]
-            best_key[replace, 0], best_key[replace, 1] = rank[replace], tie[replace]
-        return best_images, best_alpha, best_key[:, 0].astype(np.int8), np.full(m, float(len(factors)))
+            old = best_key[idx]
+            replace = (rank > old[:, 0]) | ((rank == old[:, 0]) & (rank == 0) & (tie > old[:, 1]))
+            rows = idx[replace]
+            best_images[torch.as_tensor(rows, device=best_images.device)] = \
+                images[torch.as_tensor(replace, device=images.device)]
+            best_alpha[rows] = alpha[rows]
+            best_key[rows, 0], best_key[rows, 1] = rank[replace], tie[replace]
+
+        everyone = np.arange(m)
+        for f in factors:
+            keep(everyone, np.minimum(proposal * f, self.alpha_max))
+        # The surrogate's proposal can fall far short (its linear model of the classifier
+        # saturates): keep doubling past the ladder's top for what is still not accepted.
+        step = np.minimum(proposal * factors[-1], self.alpha_max)
+        for _ in range(self.extend_decodes):
+            idx = np.flatnonzero((best_key[:, 0] < 2) & (step < self.alpha_max))
+            if idx.size == 0:
+                break
+            step[idx] = np.minimum(2.0 * step[idx], self.alpha_max)
+            keep(idx, step)
+        return best_images, best_alpha, best_key[:, 0].astype(np.int8), n_decodes
 
     def _search(self, zs, w, tgt, decode, dirs=None):
         """Bracketing search for the smallest accepted step (at most ``max_decodes`` decodes).
