@@ -71,7 +71,9 @@ VARIANTS = {
     "fallback_centre_4": dict(n_modes=2, method=lambda: DifCluE(fallback="centre", fallback_decodes=4)),
     # the scan's ladder, then up to 2 doublings for what it could not get accepted (before the fallback)
     "extend_2": dict(n_modes=2, method=lambda: DifCluE(extend_decodes=2)),
+    "extend_3": dict(n_modes=2, method=lambda: DifCluE(extend_decodes=3)),
     "scan_no_fallback": dict(n_modes=2, method=lambda: DifCluE(fallback=None)),
+    "no_extension": dict(n_modes=2, method=lambda: DifCluE(extend_decodes=0)),
     # DISSECT at the setting dissect_compare.py tuned on 1/7 (its DISSECT_BASE): ~5 min per pair on a CPU.
     "dissect": dict(n_modes=2, concepts=True, method=lambda: DISSECT(n_concepts=2, n_steps=300, batch_size=16,
                                                                      decode_steps=10, checkpoint=False)),
@@ -248,7 +250,10 @@ def main():
         if not same:
             parser.error("--add-to needs the pairs, --n-queries and --classifier of the existing JSON")
     runs = [run_pair(pair, encoder, oracle, data, Z_train, args) for pair in pairs]
-    variants = {v: repr(VARIANTS[v]["method"]()) for v in args.variants}
+    # Every parameter, not only the repr's non-defaults: a later change of a default must not
+    # change what a stored row says it ran.
+    variants = {v: {"repr": repr(m), "params": {k: repr(p) for k, p in m.get_params().items()}}
+                for v, m in ((v, VARIANTS[v]["method"]()) for v in args.variants)}
     wall = time.perf_counter() - t0
     if previous is not None:
         for old, new in zip(previous["runs"], runs):

@@ -84,13 +84,22 @@ PAIRS_RUNS = {
         "without a fallback (the default before this run), `fallback_centre` the default since."),
     "difclue_digits_all_pairs": (
         "--pairs all --variants difclue,fallback_centre,fallback_centre_4 --output difclue_digits_all_pairs",
-        "All 45 pairs: `difclue` is `search='scan'` without a fallback, `fallback_centre` today's default, "
+        "All 45 pairs: `difclue` is `search='scan'` without a fallback, `fallback_centre` the default from "
+        "then on (without the later `extend_decodes`), "
         "`fallback_centre_4` the same with 4 fallback decodes."),
     "difclue_digits_two_pairs_fallback": (
         "--pairs 1,7 0,6 --n-queries 100 --classifier resnet18:15 --variants difclue,fallback_centre,"
         "fallback_centre_4 --output difclue_digits_two_pairs_fallback",
         "The two benchmark pairs with the stronger classifier: `difclue` without a fallback, "
-        "`fallback_centre` today's default."),
+        "`fallback_centre` the default since."),
+    "difclue_digits_extend": (
+        "--pairs random 10 --variants difclue,extend_2,extend_3 --output difclue_digits_extend",
+        "The same 10 pairs again: `difclue` is the scan with the centre fallback and no doublings past "
+        "the ladder (the default before this run), `extend_3` today's default (`extend_decodes=3`)."),
+    "difclue_digits_two_pairs_extend": (
+        "--pairs 1,7 0,6 --n-queries 100 --classifier resnet18:15 --variants difclue,extend_3 "
+        "--output difclue_digits_two_pairs_extend",
+        "The two benchmark pairs: `difclue` without the doublings past the ladder, `extend_3` today's default."),
 }
 
 

@@ -99,8 +99,9 @@ FULL = dict(
     fastdime=dict(respacing=100, tau=30),
     # DISSECT (the DifCluE paper's comparator): K = n_modes traversals, its library defaults.
     dissect=dict(),
-    # Extra DifCluE rows, side by side with the default one: name -> overrides of ``difclue``.
-    extra_difclue={"difclue_no_fallback": dict(fallback=None)},
+    # Extra DifCluE rows, side by side with the default one: name -> overrides of ``difclue``
+    # (the ladder alone, without the doublings past it; every decode with the encoder's own steps).
+    extra_difclue={"difclue_no_extension": dict(extend_decodes=0), "difclue_decode_20": dict(decode_steps=None)},
     n_fit_guided=256,
 )
 

@@ -68,9 +68,9 @@ def test_nfe_is_bounded(explainer, task, fitted_tiny_encoder):
     e = explainer.explain(Xq[:4])
     enc, steps = fitted_tiny_encoder, explainer.method_.decode_steps
     # inversion shared by the query's 2 modes + at most max_decodes decodes per counterfactual,
-    # plus the fallback's decodes for the counterfactuals the search did not get accepted
+    # plus the extension's and the fallback's for the counterfactuals the ladder did not get accepted
     method = explainer.method_
-    upper = enc.encode_steps / 2 + (method.max_decodes + method.fallback_decodes) * steps
+    upper = enc.encode_steps / 2 + (method.max_decodes + method.extend_decodes + method.fallback_decodes) * steps
     assert steps <= e.n_function_evals <= upper + 1e-9
 
 
@@ -434,7 +434,7 @@ def test_counterfactual_is_the_decode_of_the_reported_step(task, fitted_tiny_enc
 
 def test_scan_search_with_mode_bound_end_to_end(task, fitted_tiny_encoder, pixel_classifier):
     X, y, Xq, _ = task
-    method = DifCluE(max_decodes=3, search="scan", mode_bound=0.05, fallback=None)
+    method = DifCluE(max_decodes=3, search="scan", mode_bound=0.05, fallback=None, extend_decodes=0)
     ex = CounterfactualExplainer(encoder=fitted_tiny_encoder, classifier=pixel_classifier,
                                  method=method, random_state=0).fit(X, y)
     out = ex.explain(Xq[:6])

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from skcfx.datasets import make_shapes
+from skcfx.methods import DifCluE
 from skcfx.protocols import attribute_proba, fit_attribute_oracle
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -62,7 +63,7 @@ def test_payload_is_strict_json(result):
 
 
 def test_payload_structure(result):
-    assert set(result["methods"]) == {"difclue", "difclue_no_fallback", "dime", "fastdime", "dissect"}
+    assert set(result["methods"]) == {"difclue", "difclue_no_extension", "difclue_decode_20", "dime", "fastdime", "dissect"}
     for row in result["methods"].values():
         assert {"flip_rate", "fid", "mnac", "cd", "sigma_L", "l1", "n_function_evals"} <= set(row["dime_table"])
         assert {"percent_conversion", "attribute_added_per_slot", "both_concepts_shown", "distinctness",
@@ -113,10 +114,17 @@ def test_percent_conversion_for_the_methods_with_modes_only(result):
 
 def test_extra_difclue_rows_share_the_modes_and_their_settings_apply(result):
     rows = result["methods"]
-    assert rows["difclue_no_fallback"]["difclue_table"]["mode_to_subclass"] == \
-        rows["difclue"]["difclue_table"]["mode_to_subclass"]
-    # without the fallback no counterfactual can have used it
-    assert rows["difclue_no_fallback"]["info"]["fallback_rate"] == 0.0
+    for name in ("difclue_no_extension", "difclue_decode_20"):
+        assert rows[name]["difclue_table"]["mode_to_subclass"] == rows["difclue"]["difclue_table"]["mode_to_subclass"]
+    # without the extension a counterfactual gets the ladder's and at most the fallback's decodes
+    method = DifCluE()
+    assert rows["difclue_no_extension"]["info"]["mean_decodes"] <= method.max_decodes + method.fallback_decodes
+    # every decode of difclue_decode_20 takes the encoder's steps, the other rows DifCluE's own
+    # (inversion shared by the 2 modes of a query, then the decodes)
+    enc = TOY["encoder"]
+    for name, steps in (("difclue", method.decode_steps), ("difclue_decode_20", enc["decode_steps"])):
+        assert rows[name]["dime_table"]["n_function_evals"] == pytest.approx(
+            enc["encode_steps"] / 2 + rows[name]["info"]["mean_decodes"] * steps)
 
 
 def test_dissect_concepts_are_named_one_to_one_and_scored(result):
@@ -133,7 +141,7 @@ def test_readme_lines(result):
     lines = result["readme_lines"]
     assert all(isinstance(line, str) for line in lines)
     rows = [line for line in lines if line.startswith("| ") and not line.startswith("| method")]
-    assert [row.split("|")[1].strip() for row in rows] == ["difclue", "difclue_no_fallback", "dime", "fastdime", "dissect"]
+    assert [row.split("|")[1].strip() for row in rows] == ["difclue", "difclue_no_extension", "difclue_decode_20", "dime", "fastdime", "dissect"]
     n_columns = lines[2].count("|")
     assert all(row.count("|") == n_columns for row in rows)
 
