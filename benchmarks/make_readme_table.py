@@ -100,6 +100,10 @@ PAIRS_RUNS = {
         "--pairs 1,7 0,6 --n-queries 100 --classifier resnet18:15 --variants difclue,extend_3 "
         "--output difclue_digits_two_pairs_extend",
         "The two benchmark pairs: `difclue` without the doublings past the ladder, `extend_3` today's default."),
+    "difclue_digits_all_pairs_extend": (
+        "--pairs all --variants difclue,no_extension --output difclue_digits_all_pairs_extend",
+        "All 45 pairs with today's defaults (`difclue`: the scan, up to 3 doublings past it, the centre "
+        "fallback) and without the doublings (`no_extension`, the default before)."),
 }
 
 
@@ -249,7 +253,11 @@ def gpu_speed_section(r):
 
 def shapes_section(r):
     lines = [f"**Shapes protocol** (`benchmarks/shapes_protocol.py`; {_machine(r)}):", ""]
-    lines += r.get("readme_lines", ["(see benchmarks/results/shapes_protocol.json)"])
+    try:  # the lines are rebuilt from the JSON: a change of layout needs no rerun
+        from shapes_protocol import readme_lines
+        lines += readme_lines(r)
+    except (ImportError, KeyError):
+        lines += r.get("readme_lines", ["(see benchmarks/results/shapes_protocol.json)"])
     return lines
 
 

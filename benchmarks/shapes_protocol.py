@@ -125,7 +125,7 @@ QUICK = dict(
 
 # 2-core CPU run (--cpu): 16 px scenes, the 16 px digits architecture trained 4000 steps (30 min
 # measured with other jobs sharing the cores; cached in benchmarks/output/ for reruns, which then
-# take about 6.5 min).
+# take about 13 min: classifier, oracle, six methods and their metrics; measured with two other jobs).
 CPU = dict(
     FULL, image_size=16, n_train=3000, n_test=1000,
     encoder=dict(architecture=dict(model_channels=16, channel_mult=(1, 1), enc_channel_mult=(1, 2, 2),
@@ -464,7 +464,7 @@ def readme_lines(result):
         f"pooled features (real-vs-real baseline {_f(p['fid_real_baseline'], 1)}); sigma_L = pixel L1; "
         "conversion, both-shown and distinctness on negatives only.",
         "",
-        "| method | flip rate | FID | MNAC | CD | sigma_L | percent conversion per mode | both concepts shown "
+        "| method | flip rate (negatives / positives) | FID | MNAC | CD | sigma_L | percent conversion per mode | both concepts shown "
         "| distinctness acc. | substitutability ratio | importance R | NFE / CF | s / CF | method fit s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -472,7 +472,8 @@ def readme_lines(result):
         d, c = row["dime_table"], row["difclue_table"]
         dist = c.get("distinctness", {}).get("accuracy")
         lines.append(
-            f"| {name} | {_f(d['flip_rate'])} | {_f(d['fid'], 1)} | {_f(d['mnac'])} | {_f(d['cd'])} | "
+            f"| {name} | {_f(d['flip_rate'])} ({_f(d.get('flip_rate_negatives'))} / {_f(d.get('flip_rate_positives'))}) "
+            f"| {_f(d['fid'], 1)} | {_f(d['mnac'])} | {_f(d['cd'])} | "
             f"{_f(d['sigma_L'], 3)} | {_conversion_cell(c)} | {_f(c['both_concepts_shown'])} | {_f(dist)} | "
             f"{_f(c['substitutability']['ratio'])} | {_f(c['importance']['R'])} | {d['n_function_evals']:.0f} | "
             f"{d['seconds_per_counterfactual']:.3f} | {_f(row['info'].get('explainer_fit_s'), 1)} |")
@@ -569,7 +570,7 @@ def main():
     parser.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N'")
     parser.add_argument("--quick", action="store_true", help="tiny CPU smoke configuration")
     parser.add_argument("--cpu", action="store_true",
-                        help="16 px configuration for a 2-core CPU (~35 min from scratch, ~7 with a cached DiffAE)")
+                        help="16 px configuration for a 2-core CPU (~40 min from scratch, ~13 with a cached DiffAE)")
     parser.add_argument("--no-figures", action="store_true", help="skip the PNGs in benchmarks/output/")
     parser.add_argument("--no-cache", action="store_true", help="retrain the DiffAE even if benchmarks/output/ has it")
     args = parser.parse_args()
