@@ -261,6 +261,27 @@ def shapes_section(r):
     return lines
 
 
+def shapes_variants_section(r):
+    s = r["settings"]
+    lines = [f"**DifCluE's options on shapes** (`benchmarks/shapes_difclue_variants.py`; {_machine(r)}; "
+             f"{r['wall_time_s'] / 60:.0f} min): the shapes protocol's DiffAE, one classifier (accuracy "
+             f"{s['classifier_accuracy']:.3f}; another training than the protocol run's), oracle and "
+             f"{s['n_queries_per_class']} queries per class held fixed; only DifCluE's options change. "
+             "Positives must lose their red or their border to flip.", "",
+             "| variant | flip rate | negatives | positives (red / border) | percent conversion per mode | FID "
+             "| NFE / CF | accepted | fallback used |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, v in r["variants"].items():
+        pc = v["percent_conversion"]
+        modes = " / ".join(f"{m['attribute']} {m['rate']:.2f}" for m in pc["per_mode"]) + f" (mean {pc['mean']:.2f})"
+        by_sub = " / ".join(f"{x:.2f}" for x in v["flip_rate_positives_by_subclass"].values())
+        lines.append(f"| {name} | {v['flip_rate']:.2f} | {v['flip_rate_negatives']:.2f} | "
+                     f"{v['flip_rate_positives']:.2f} ({by_sub}) | {modes} | {_f(v['fid'], 1)} | "
+                     f"{v['n_function_evals']:.0f} | {v['info'].get('accepted_rate', 0):.2f} | "
+                     f"{v['info'].get('fallback_rate', 0):.2f} |")
+    return lines
+
+
 def main():
     sections = []
     for name, fn in (("diffae_digits", diffae_section), ("difclue_digits", difclue_section),
@@ -269,6 +290,7 @@ def main():
                      ("modes_digits_pairs", modes_pairs_section),
                      ("compare_methods", compare_section), ("latent_dropout_cost", dropout_section),
                      ("memory_explain", memory_section), ("shapes_protocol", shapes_section),
+                     ("shapes_difclue_variants", shapes_variants_section),
                      ("memory_fit", memory_fit_section), ("train_speed", train_speed_section),
                      ("gpu_speed", gpu_speed_section)):
         result = _load(name)

@@ -24,6 +24,7 @@ SCRIPTS = [
     ["latent_dropout_cost.py"],
     ["memory_explain.py"],
     ["shapes_protocol.py", "--cpu"],
+    ["shapes_difclue_variants.py"],  # after the protocol: reuses its cached DiffAE
     ["memory_fit.py", "--steps", "2"],  # about 25 min: 2 x 4 fits of the 64 px DiffAE
     ["train_speed.py", "--steps", "10"],  # about 40 min on 2 busy cores (64 px training dominates)
 ]

@@ -62,8 +62,8 @@ Three choices for validity and realism, each measured side by side with the defa
   short (on shapes the ladder's top, twice the proposal, flips only 0.54 of counterfactuals), so
   what no rung got accepted keeps doubling past the ladder, up to 3 more decodes, before the
   fallback. Shapes (``shapes_protocol.py --cpu``): flip rate 0.79 vs 0.56, percent conversion
-  0.75 vs 0.56, FID 110 vs 112, at 74 vs 64 denoiser calls (a probe with another training of the
-  classifier: 0.86 vs 0.59, 0.875 vs 0.69). The same 10 digit pairs: conversion 0.952 vs 0.955,
+  0.75 vs 0.56, FID 110 vs 112, at 74 vs 64 denoiser calls (``shapes_difclue_variants.py``, another
+  training of the classifier: 0.86 vs 0.59, 0.875 vs 0.69). The same 10 digit pairs: conversion 0.952 vs 0.955,
   flip 0.967 vs 0.965 (the fallback already rescued those; all 45 pairs: 0.94 / 0.98 both);
   benchmark pairs 1/7 and 0/6 (resnet18, 100 queries) flip 0.99 / 0.995 vs 0.985 / 0.99 at the
   same conversion.
