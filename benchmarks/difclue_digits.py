@@ -153,6 +153,12 @@ def run_pair(pair, encoder, oracle, data, Z_train, args):
                                                          explanation.success)
         spec_res = edit_specificity(queries, cfs, explanation.mode_ids)
         m["spread_ratio"], m["closer_to_query"] = spec_res["spread_ratio"], spec_res["closer_to_query"]
+        # The same on the flipped counterfactuals only: failed ones (often off the data, far apart)
+        # inflate the spread of a method that fails more.
+        flipped_modes = np.where(explanation.success, np.broadcast_to(explanation.mode_ids, (n, k)), -1)
+        spec_flipped = edit_specificity(queries, cfs, flipped_modes)
+        m["spread_ratio_flipped"] = spec_flipped["spread_ratio"]
+        m["closer_to_query_flipped"] = spec_flipped["closer_to_query"]
         nn = nearest_distance(cf_flat, X_train).reshape(n, k)
         m["nn_ratio"] = float(nn.mean() / query_nn)
         failed = ~explanation.success
@@ -186,6 +192,8 @@ SUMMARY_KEYS = {
     "flip_rate": lambda m: m["flip_rate"],
     "independent_validity": lambda m: m["independent_validity"],
     "spread_ratio": lambda m: m["spread_ratio"],
+    "spread_ratio_flipped": lambda m: m.get("spread_ratio_flipped"),
+    "closer_to_query_flipped": lambda m: m.get("closer_to_query_flipped"),
     "closer_to_query": lambda m: m["closer_to_query"],
     "nn_ratio": lambda m: m["nn_ratio"],
     "nn_ratio_failed": lambda m: m["nn_ratio_failed"],
