@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import joblib
 import numpy as np
 from sklearn.model_selection import train_test_split
 
@@ -30,6 +31,23 @@ def digits_split(image_size=16, test_size=0.3, seed=0):
     """Stratified train/test split of the bundled digits as images."""
     X, y = load_digits_images(image_size=image_size)
     return train_test_split(X, y, test_size=test_size, stratify=y, random_state=seed)
+
+
+def load_or_fit(path, fit):
+    """The object saved (joblib) at ``path``, else ``fit()``'s result, saved there for the next run.
+
+    Returns ``(obj, fit_s)``: ``fit_s`` is the seconds ``fit()`` took, None when ``obj`` came from
+    the cache. For models other than the DiffAE (see :func:`load_or_fit_encoder`).
+    """
+    path = Path(path)
+    if path.is_file():
+        return joblib.load(path), None
+    start = time.perf_counter()
+    obj = fit()
+    fit_s = time.perf_counter() - start
+    path.parent.mkdir(parents=True, exist_ok=True)
+    joblib.dump(obj, path)
+    return obj, fit_s
 
 
 def load_or_fit_encoder(path, X, params, *, use_cache=True, device="auto"):

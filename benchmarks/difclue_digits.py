@@ -33,13 +33,12 @@ import itertools
 import json
 import time
 
-import joblib
 import numpy as np
 from scipy.spatial.distance import cdist
 from sklearn.neural_network import MLPClassifier
 from sklearn.svm import SVC
 
-from _common import CACHE, RESULTS, cached_encoder, digits_split, write_json
+from _common import CACHE, RESULTS, cached_encoder, digits_split, load_or_fit, write_json
 from skcfx import CounterfactualExplainer, ModalDirectionFinder
 from skcfx.classifiers import TimmClassifier
 from skcfx.methods import DISSECT, DifCluE
@@ -101,14 +100,11 @@ def explained_classifier(X_train, yb_train, pair, recipe):
     """The classifier to explain for one pair, trained once and cached (joblib)."""
     model_name, epochs = recipe.split(":")
     path = CACHE / f"difclue_pairs_clf_{model_name}_{epochs}_{pair[0]}{pair[1]}.joblib"
-    if path.is_file():
-        return joblib.load(path), {"cached": True, "path": str(path)}
-    t0 = time.perf_counter()
-    clf = TimmClassifier(model_name=model_name, max_epochs=int(epochs), batch_size=64, random_state=0)
-    clf.fit(X_train, yb_train)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    joblib.dump(clf, path)
-    return clf, {"cached": False, "path": str(path), "fit_s": time.perf_counter() - t0}
+    clf, fit_s = load_or_fit(path, lambda: TimmClassifier(model_name=model_name, max_epochs=int(epochs), batch_size=64,
+                                                          random_state=0).fit(X_train, yb_train))
+    if fit_s is None:
+        return clf, {"cached": True, "path": str(path)}
+    return clf, {"cached": False, "path": str(path), "fit_s": fit_s}
 
 
 def nearest_distance(images, reference):

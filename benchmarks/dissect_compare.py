@@ -30,14 +30,13 @@ per counterfactual.
 
 import argparse
 import json
-import pickle
 import time
 
 import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.svm import SVC
 
-from _common import CACHE, HERE, RESULTS, cached_encoder, digits_split, write_json
+from _common import CACHE, HERE, RESULTS, cached_encoder, digits_split, load_or_fit, write_json
 from skcfx import CounterfactualExplainer, ModalDirectionFinder
 from skcfx.classifiers import TimmClassifier, feature_extractor
 from skcfx.methods import DISSECT, DifCluE
@@ -59,17 +58,8 @@ DISSECT_GRID = {
 
 def pair_classifier(pair, X_train, yb_train):
     """The pair's resnet18 (difclue_digits.py's recipe), cached under SKCFX_BENCH_CACHE."""
-    path = CACHE / f"classifier_digits16_pair{pair[0]}{pair[1]}_resnet18_e{CLASSIFIER['max_epochs']}.pkl"
-    if path.is_file():
-        with open(path, "rb") as f:
-            return pickle.load(f), None
-    t0 = time.perf_counter()
-    clf = TimmClassifier(**CLASSIFIER).fit(X_train, yb_train)
-    fit_s = time.perf_counter() - t0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
-        pickle.dump(clf, f)
-    return clf, fit_s
+    path = CACHE / f"classifier_digits16_pair{pair[0]}{pair[1]}_resnet18_e{CLASSIFIER['max_epochs']}.joblib"
+    return load_or_fit(path, lambda: TimmClassifier(**CLASSIFIER).fit(X_train, yb_train))
 
 
 def _importance_difclue(explainer, queries, reference_alpha):

@@ -37,13 +37,12 @@ import copy
 import hashlib
 import json
 import os
-import pickle
 import signal
 import time
 
 import numpy as np
 
-from _common import CACHE, RESULTS, semantic_control, write_json
+from _common import CACHE, RESULTS, load_or_fit, semantic_control, write_json
 from skcfx import CounterfactualExplainer, DiffAEEncoder, ModalDirectionFinder
 from skcfx.classifiers import TimmClassifier
 from skcfx.datasets import load_fashion_mnist
@@ -154,18 +153,15 @@ def cached_classifier(cfg, name, X, y, seed):
     key_cfg = {k: cfg[k] for k in ("n_train", "seed")}
     key_cfg.update(params=cfg["oracle" if name == "oracle" else "classifier"], name=name, seed_used=seed)
     key = hashlib.sha1(json.dumps(key_cfg, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    path = CACHE / f"fashion_{name.replace(' ', '_').replace('/', '_')}_{key}.pkl"
-    if path.is_file():
-        with open(path, "rb") as f:
-            clf, fit_s = pickle.load(f)
-        return clf, fit_s, True
-    start = time.perf_counter()
-    clf = TimmClassifier(random_state=seed, **key_cfg["params"]).fit(X, y)
-    fit_s = time.perf_counter() - start
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
-        pickle.dump((clf, fit_s), f)
-    return clf, fit_s, False
+    path = CACHE / f"fashion_{name.replace(' ', '_').replace('/', '_')}_{key}.joblib"
+
+    def fit():  # the training time travels with the cached classifier
+        start = time.perf_counter()
+        clf = TimmClassifier(random_state=seed, **key_cfg["params"]).fit(X, y)
+        return clf, time.perf_counter() - start
+
+    (clf, fit_s), fit_now = load_or_fit(path, fit)
+    return clf, fit_s, fit_now is None
 
 
 # ---------------------------------------------------------------------------------------------------

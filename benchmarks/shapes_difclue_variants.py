@@ -17,11 +17,10 @@ import argparse
 import copy
 import time
 
-import joblib
 import numpy as np
 
 import shapes_protocol as sp
-from _common import CACHE, write_json
+from _common import CACHE, load_or_fit, write_json
 from skcfx import CounterfactualExplainer, ModalDirectionFinder
 from skcfx.classifiers import TimmClassifier
 from skcfx.methods import DifCluE
@@ -41,22 +40,13 @@ VARIANTS = {
 }
 
 
-def _cached(name, fit):
-    path = CACHE / f"shapes_variants_{name}.joblib"
-    if path.exists():
-        return joblib.load(path)
-    model = fit()
-    joblib.dump(model, path)
-    return model
-
-
 def load_models(cfg, task, device):
     encoder, _ = sp._cached_encoder(cfg, device, task["X_train"])
     X, y = task["X_train"], task["y_train"]
-    classifier = _cached("classifier", lambda: TimmClassifier(device=device, random_state=cfg["seed"],
-                                                              **cfg["classifier"]).fit(X, y))
-    oracle = _cached("oracle", lambda: fit_attribute_oracle(X, task["attr_train"], device=device,
-                                                            random_state=cfg["seed"] + 1, **cfg["oracle"]))
+    classifier, _ = load_or_fit(CACHE / "shapes_variants_classifier.joblib", lambda: TimmClassifier(
+        device=device, random_state=cfg["seed"], **cfg["classifier"]).fit(X, y))
+    oracle, _ = load_or_fit(CACHE / "shapes_variants_oracle.joblib", lambda: fit_attribute_oracle(
+        X, task["attr_train"], device=device, random_state=cfg["seed"] + 1, **cfg["oracle"]))
     return encoder, classifier, oracle
 
 
