@@ -66,9 +66,27 @@ def load_or_fit_encoder(path, X, params, *, use_cache=True, device="auto"):
     return encoder, False
 
 
+def add_encoder_args(parser):
+    """The digits DiffAE recipe's command-line options (other than the shipped one's)."""
+    parser.add_argument("--encoder-steps", type=int, default=None,
+                        help=f"DiffAE training steps (default {DIGITS_ENCODER['max_steps']}: the shipped digits16)")
+    parser.add_argument("--latent-dim", type=int, default=None, help="semantic latent width (default 32)")
+
+
+def encoder_overrides(args):
+    """``cached_encoder`` keyword arguments from :func:`add_encoder_args`' options."""
+    return {"max_steps": args.encoder_steps, "latent_dim": args.latent_dim}
+
+
 def cached_encoder(X_train, name="digits16", verbose=True, **overrides):
-    """Train the digits DiffAE once and reuse it from benchmarks/output/ on later runs."""
+    """Train the digits DiffAE once and reuse it from benchmarks/output/ on later runs.
+
+    ``overrides`` change the recipe (None values are ignored); a latent width other than the
+    default gets its own cache name (``digits16_z64``).
+    """
     params = {**DIGITS_ENCODER, **{k: v for k, v in overrides.items() if v is not None}}
+    if params.get("latent_dim") is not None:
+        name = f"{name}_z{params['latent_dim']}"
     path = CACHE / f"encoder_{name}_{params['max_steps']}.pt"
     if name == "digits16" and params == DIGITS_ENCODER and not path.is_file():
         # The shipped pretrained DiffAE is this recipe on this split (benchmarks/make_pretrained.py):
@@ -79,7 +97,11 @@ def cached_encoder(X_train, name="digits16", verbose=True, **overrides):
     encoder, cached = load_or_fit_encoder(path, X_train, {**params, "verbose": verbose})
     if cached:
         encoder.set_params(**{k: v for k, v in params.items() if k in ("encode_steps", "decode_steps")})
-    return encoder, {"cached": cached, "path": str(path), "fit_time_s": encoder.fit_time_s_}
+    info = {"cached": cached, "path": str(path), "fit_time_s": encoder.fit_time_s_, "n_steps": int(encoder.n_steps_)}
+    notes = path.with_suffix(".json")  # how a cached file was made, when not by this function
+    if notes.is_file():
+        info.update(json.loads(notes.read_text()))
+    return encoder, info
 
 
 def machine_info():

@@ -38,7 +38,8 @@ from scipy.spatial.distance import cdist
 from sklearn.neural_network import MLPClassifier
 from sklearn.svm import SVC
 
-from _common import CACHE, RESULTS, cached_encoder, digits_split, load_or_fit, write_json
+from _common import (CACHE, RESULTS, add_encoder_args, cached_encoder, digits_split, encoder_overrides, load_or_fit,
+                     write_json)
 from skcfx import CounterfactualExplainer, ModalDirectionFinder
 from skcfx.classifiers import TimmClassifier
 from skcfx.methods import DISSECT, DifCluE
@@ -226,6 +227,7 @@ def main():
     parser.add_argument("--variants", default=DEFAULT_VARIANTS,
                         help=f"comma-separated names of {list(VARIANTS)}, 'all' or 'benchmark'")
     parser.add_argument("--classifier", default="resnet10t:5", help="timm model:epochs of the explained classifier")
+    add_encoder_args(parser)
     parser.add_argument("--output", default="difclue_digits_pairs", help="JSON name in benchmarks/results/")
     parser.add_argument("--add-to", action="store_true",
                         help="add these variants to the runs already in the output JSON (same pairs, queries and "
@@ -240,7 +242,7 @@ def main():
     t0 = time.perf_counter()
     data = digits_split()
     X_train, X_test, y_train, y_test = data
-    encoder, encoder_info = cached_encoder(X_train)
+    encoder, encoder_info = cached_encoder(X_train, **encoder_overrides(args))
     Z_train = encoder.transform(X_train)
     oracle = SVC(gamma="scale").fit(X_train.reshape(len(X_train), -1), y_train)
     oracle_acc = float(oracle.score(X_test.reshape(len(X_test), -1), y_test))

@@ -47,7 +47,8 @@ def diffae_section(r):
                   "|---|---|---|---|"]
         for row in control:
             lines.append(f"| {row['max_steps']} | {row['training_wall_time_s'] / 60:.1f} min | "
-                         f"{_f(row['shows_latent_digit'], 2)} | {_f(row['shows_noise_digit'], 2)} |")
+                         f"{_f(row.get('shows_latent_class', row.get('shows_latent_digit')), 2)} | "
+                         f"{_f(row.get('shows_noise_class', row.get('shows_noise_digit')), 2)} |")
     return lines
 
 
@@ -104,6 +105,10 @@ PAIRS_RUNS = {
         "--pairs all --variants difclue,no_extension --output difclue_digits_all_pairs_extend",
         "All 45 pairs with today's defaults (`difclue`: the scan, up to 3 doublings past it, the centre "
         "fallback) and without the doublings (`no_extension`, the default before)."),
+    "difclue_digits_all_pairs_10000": (
+        "--pairs all --variants difclue --encoder-steps 10000 --output difclue_digits_all_pairs_10000",
+        "All 45 pairs, today's defaults, the same classifiers and queries as the table above, but the DiffAE "
+        "trained twice as long (the shipped `digits16` continued from 5000 to 10000 steps)."),
 }
 
 
@@ -146,9 +151,12 @@ def difclue_pairs_section(r, command="--pairs random 10", note="", glossary=True
     return lines
 
 
-def modes_pairs_section(r):
-    lines = [f"**Mode recovery on all 45 digit pairs** (`benchmarks/modes_digits_pairs.py`; {_machine(r)}): "
-             f"2 modes per pair from the {r['settings']['latent_dim']}-d latents of the shipped DiffAE, ARI against "
+def modes_pairs_section(r, command=""):
+    encoder = r["settings"]["encoder"]
+    which = ("the shipped DiffAE (5000 steps)" if "pretrained" in str(encoder.get("path"))
+             else f"a DiffAE of {encoder.get('n_steps', '?')} steps ({encoder.get('provenance') or 'trained by the script'})")
+    lines = [f"**Mode recovery on all 45 digit pairs** (`benchmarks/modes_digits_pairs.py{command}`; {_machine(r)}): "
+             f"2 modes per pair from the {r['settings']['latent_dim']}-d latents of {which}, ARI against "
              "the digits, by clustering.", "",
              "| clustering | mean ARI | 10% quantile | worst pair | share of pairs >= 0.9 | 1/7 | 0/6 |",
              "|---|---|---|---|---|---|---|"]
@@ -282,15 +290,45 @@ def shapes_variants_section(r):
     return lines
 
 
+def shapes_length_section(runs):
+    """DifCluE on shapes by DiffAE training length (shapes_difclue_variants.py, one JSON per length)."""
+    first = runs[0]
+    lines = [f"**DiffAE training length on shapes** (`benchmarks/shapes_difclue_variants.py --encoder-steps N`; "
+             f"{_machine(first)}): one training run of the protocol's DiffAE recipe, saved at each length "
+             "(continued with its optimizer state); the same classifier, oracle and queries for every length. "
+             "Semantic control = share of latent/noise swaps (pairs of held-out scenes that differ in the "
+             "attribute) whose decode the oracle reads with the latent's attribute, then with the noise's.", "",
+             "| DiffAE steps | semantic control: red (latent / noise) | border (latent / noise) | DifCluE flip "
+             "(negatives / positives) | percent conversion | FID | decode_20: flip / FID |",
+             "|---|---|---|---|---|---|---|"]
+    for r in runs:
+        sc = r.get("semantic_control", {})
+        cells = [f"{sc[n]['shows_latent_class']:.2f} / {sc[n]['shows_noise_class']:.2f}" if n in sc else "n/a"
+                 for n in ("color_is_red", "has_border")]
+        d, d20 = r["variants"].get("default"), r["variants"].get("decode_20")
+        flip = f"{d['flip_rate']:.2f} ({d['flip_rate_negatives']:.2f} / {d['flip_rate_positives']:.2f})"
+        alt = f"{d20['flip_rate']:.2f} / {_f(d20['fid'], 1)}" if d20 else "n/a"
+        lines.append(f"| {r['settings'].get('encoder_steps', 4000)} | {cells[0]} | {cells[1]} | {flip} | "
+                     f"{d['percent_conversion']['mean']:.2f} | {_f(d['fid'], 1)} | {alt} |")
+    return lines
+
+
+SHAPES_LENGTHS = ("shapes_difclue_variants", "shapes_difclue_variants_6000", "shapes_difclue_variants_8000")
+
+
 def main():
     sections = []
     for name, fn in (("diffae_digits", diffae_section), ("difclue_digits", difclue_section),
                      *((name, lambda r, c=c, n=n, g=(i == 0): difclue_pairs_section(r, c, n, g))
                        for i, (name, (c, n)) in enumerate(PAIRS_RUNS.items())),
                      ("modes_digits_pairs", modes_pairs_section),
+                     ("modes_digits_pairs_10000",
+                      lambda r: modes_pairs_section(r, " --encoder-steps 10000 --output modes_digits_pairs_10000")),
                      ("compare_methods", compare_section), ("latent_dropout_cost", dropout_section),
                      ("memory_explain", memory_section), ("shapes_protocol", shapes_section),
                      ("shapes_difclue_variants", shapes_variants_section),
+                     ("shapes_difclue_variants_8000", lambda r: shapes_length_section(
+                         [x for x in map(_load, SHAPES_LENGTHS) if x is not None and "semantic_control" in x])),
                      ("memory_fit", memory_fit_section), ("train_speed", train_speed_section),
                      ("gpu_speed", gpu_speed_section)):
         result = _load(name)

@@ -5,10 +5,12 @@ queries fixed and varies only DifCluE's step search, to say which option moves w
 comes from the protocol's cache (trained there, ~30 min on a 2-core CPU, if absent); the
 classifier and the oracle are trained once and cached next to it. Per variant: flip rate (all,
 negatives, positives; positives by sub-class), percent conversion per mode, FID on the oracle's
-features, denoiser calls and the search's acceptance and fallback rates.
+features, denoiser calls and the search's acceptance and fallback rates. Once per DiffAE: its
+semantic control of the positive class's two attributes (``_common.semantic_control``).
 
     python benchmarks/shapes_difclue_variants.py                 # every variant (~5 min cached)
     python benchmarks/shapes_difclue_variants.py --variants default,no_extension
+    python benchmarks/shapes_difclue_variants.py --encoder-steps 8000 --output shapes_difclue_variants_8000
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import time
 import numpy as np
 
 import shapes_protocol as sp
-from _common import CACHE, load_or_fit, write_json
+from _common import CACHE, load_or_fit, semantic_control, write_json
 from skcfx import CounterfactualExplainer, ModalDirectionFinder
 from skcfx.classifiers import TimmClassifier
 from skcfx.methods import DifCluE
@@ -80,6 +82,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated names of {list(VARIANTS)}")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--encoder-steps", type=int, default=None,
+                        help=f"DiffAE training steps (default {sp.CPU['encoder']['max_steps']}, the protocol's)")
+    parser.add_argument("--output", default="shapes_difclue_variants", help="JSON name in benchmarks/results/")
     args = parser.parse_args()
     names = args.variants.split(",")
     unknown = [v for v in names if v not in VARIANTS]
@@ -88,6 +93,8 @@ def main():
     t0 = time.perf_counter()
     cfg = copy.deepcopy(sp.CPU)
     cfg["cache"] = True
+    if args.encoder_steps is not None:  # the classifier and oracle stay the same (their cache ignores it)
+        cfg["encoder"]["max_steps"] = args.encoder_steps
     task = sp.make_task(cfg)
     encoder, classifier, oracle = load_models(cfg, task, args.device)
     split = sp.split_test(task, cfg["n_queries"], 2 * cfg["n_queries"] * cfg["n_samples"])
@@ -108,10 +115,19 @@ def main():
         print(f"{name}: flip {r['flip_rate']:.3f} (neg {r['flip_rate_negatives']:.3f} / pos "
               f"{r['flip_rate_positives']:.3f}), conversion {r['percent_conversion']['mean']:.3f}, "
               f"FID {r['fid']:.1f}, NFE {r['n_function_evals']:.1f}", flush=True)
-    write_json("shapes_difclue_variants", {
+    # Does the latent decide the positive class's attributes, or the inverted noise? (DifCluE edits
+    # only the latent: an attribute the noise decides cannot be changed by it.)
+    control = {}
+    for name in (task["a"], task["b"]):
+        j = task["names"].index(name)
+        control[name] = semantic_control(encoder, lambda images, j=j: attribute_proba(oracle, images)[:, j] > 0.5,
+                                         task["X_test"], task["attr_test"][name], seed=cfg["seed"])
+        print(f"semantic control {name}: {control[name]}", flush=True)
+    write_json(args.output, {
         "settings": {"protocol": "shapes_protocol.py --cpu models", "n_queries_per_class": cfg["n_queries"],
+                     "encoder_steps": int(encoder.n_steps_),
                      "classifier_accuracy": float(np.mean(classifier.predict(task["X_test"]) == task["y_test"]))},
-        "variants": rows, "wall_time_s": time.perf_counter() - t0})
+        "semantic_control": control, "variants": rows, "wall_time_s": time.perf_counter() - t0})
 
 
 if __name__ == "__main__":
