@@ -39,7 +39,8 @@ def _two_mode_data(seed=0, n=60, d=5, separation=10.0):
 
 
 @parametrize_with_checks(
-    [ModalDirectionFinder(random_state=0), ModalDirectionFinder(n_modes="auto", random_state=0)]
+    [ModalDirectionFinder(random_state=0), ModalDirectionFinder(n_modes="auto", random_state=0),
+     ModalDirectionFinder(clustering="gmm", random_state=0)]
 )
 def test_sklearn_compatible(estimator, check):
     check(estimator)
@@ -70,6 +71,37 @@ def test_recovers_two_modes_and_directions_point_to_them():
     assert [d["size"] for d in finder.modes_] == finder.mode_size_.tolist()
     assert [d["class"] for d in finder.modes_] == finder.mode_class_.tolist()
     assert finder.n_modes_per_class_ == {0: 2, 1: 2}
+
+
+def _side_by_side_modes(seed=0, n=200):
+    """Class 1: two long parallel blobs 4 apart across, spread 10 along; class 0 further away."""
+    rng = np.random.default_rng(seed)
+    sub = rng.integers(0, 2, n)
+    z1 = np.c_[10 * rng.standard_normal(n), 4.0 * sub + 0.5 * rng.standard_normal(n)]
+    z0 = np.c_[10 * rng.standard_normal(n), -20 + 0.5 * rng.standard_normal(n)]
+    return np.vstack([z0, z1]), np.r_[np.zeros(n, dtype=int), np.ones(n, dtype=int)], sub
+
+
+def test_gmm_clustering_follows_elongated_modes_that_kmeans_cuts_across():
+    Z, y, sub = _side_by_side_modes()
+    scores = {}
+    for clustering in ("kmeans", "gmm"):
+        finder = ModalDirectionFinder(n_modes=2, clustering=clustering, random_state=0).fit(Z, y)
+        scores[clustering] = adjusted_rand_score(sub, finder.labels_[y == 1])
+        # Same contract either way: centres are the modes' means, largest mode first.
+        for m in finder.modes_for_class(1):
+            np.testing.assert_allclose(finder.cluster_centers_[m], Z[finder.labels_ == m].mean(axis=0), atol=1e-8)
+        assert finder.mode_size_[0] >= finder.mode_size_[1]
+    assert scores["gmm"] > 0.95 and scores["kmeans"] < 0.2, scores
+
+
+def test_gmm_clustering_is_reproducible_and_auto_still_chooses_the_count():
+    Z, y, _ = _two_mode_data()
+    a = ModalDirectionFinder(n_modes=2, clustering="gmm", random_state=3).fit(Z, y)
+    b = ModalDirectionFinder(n_modes=2, clustering="gmm", random_state=3).fit(Z, y)
+    np.testing.assert_array_equal(a.labels_, b.labels_)
+    auto = ModalDirectionFinder(n_modes="auto", clustering="gmm", random_state=0).fit(Z, y)
+    assert auto.n_modes_per_class_ == {0: 1, 1: 2}
 
 
 def test_directions_live_in_raw_space():
@@ -224,11 +256,12 @@ def test_bad_parameters_raise_naming_them():
     finder = ModalDirectionFinder(random_state=0).fit(Z, y)
     before = _snapshot(finder)
     for params, name in [({"n_modes": 0}, "n_modes"), ({"n_modes": "many"}, "n_modes"),
-                         ({"C": -1.0}, "C"), ({"max_modes": 0}, "max_modes")]:
+                         ({"C": -1.0}, "C"), ({"max_modes": 0}, "max_modes"),
+                         ({"clustering": "dbscan"}, "clustering")]:
         finder.set_params(**params)
         with pytest.raises(ValueError, match=f"'{name}' parameter"):
             finder.fit(Z, y)
-        finder.set_params(n_modes=2, C=1e-3, max_modes=5)
+        finder.set_params(n_modes=2, C=1e-3, max_modes=5, clustering="kmeans")
     assert _snapshot(finder) == before
 
 
