@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine:
 #   make demo   - build .venv, then run the main job (writes demo_output/index.html);
-#                 make demo ARGS=--train also trains the diffusion autoencoder (~20-30 min)
+#                 make demo ARGS=--train also trains the diffusion autoencoder (~30-45 min)
 #   make test   - build .venv, then run the test suite
 PYTHON ?= python3
 VENV ?= .venv

@@ -74,6 +74,9 @@ VARIANTS = {
     "extend_3": dict(n_modes=2, method=lambda: DifCluE(extend_decodes=3)),
     "scan_no_fallback": dict(n_modes=2, method=lambda: DifCluE(fallback=None)),
     "no_extension": dict(n_modes=2, method=lambda: DifCluE(extend_decodes=0)),
+    # The modes from either clustering of ModalDirectionFinder (whatever its default), DifCluE's defaults.
+    "kmeans": dict(n_modes=2, finder=dict(clustering="kmeans"), method=lambda: DifCluE()),
+    "gmm": dict(n_modes=2, finder=dict(clustering="gmm"), method=lambda: DifCluE()),
     # DISSECT at the setting dissect_compare.py tuned on 1/7 (its DISSECT_BASE): ~5 min per pair on a CPU.
     "dissect": dict(n_modes=2, concepts=True, method=lambda: DISSECT(n_concepts=2, n_steps=300, batch_size=16,
                                                                      decode_steps=10, checkpoint=False)),
@@ -131,7 +134,8 @@ def run_pair(pair, encoder, oracle, data, Z_train, args):
         concepts = spec.get("concepts", False)
         finder = None
         if not concepts:
-            finder = ModalDirectionFinder(n_modes=spec["n_modes"], random_state=0).fit(Z_train, yb_train)
+            finder = ModalDirectionFinder(n_modes=spec["n_modes"], random_state=0, **spec.get("finder", {}))
+            finder.fit(Z_train, yb_train)
             mapping, recovery = mode_subclasses(finder, y_train, class_label=1)
         explainer = CounterfactualExplainer(encoder=encoder, direction_finder=finder, classifier=classifier,
                                             method=spec["method"](), random_state=0).fit(X_train, yb_train)
@@ -258,7 +262,10 @@ def main():
     runs = [run_pair(pair, encoder, oracle, data, Z_train, args) for pair in pairs]
     # Every parameter, not only the repr's non-defaults: a later change of a default must not
     # change what a stored row says it ran.
-    variants = {v: {"repr": repr(m), "params": {k: repr(p) for k, p in m.get_params().items()}}
+    finder_params = lambda v: {k: repr(p) for k, p in ModalDirectionFinder(  # noqa: E731
+        n_modes=VARIANTS[v]["n_modes"], **VARIANTS[v].get("finder", {})).get_params().items()}
+    variants = {v: {"repr": repr(m), "params": {k: repr(p) for k, p in m.get_params().items()},
+                    "finder_params": finder_params(v)}
                 for v, m in ((v, VARIANTS[v]["method"]()) for v in args.variants)}
     wall = time.perf_counter() - t0
     if previous is not None:

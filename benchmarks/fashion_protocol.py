@@ -7,10 +7,11 @@ Pairs (issue 14): (Ankle boot, T-shirt/top) and (Pullover, Sandal).
 
 Stages:
 
-* ``--prepare``: train the DiffAE once (default ``DiffAEEncoder`` recipe on ``--n-train``
-  training images, stopped after ``--train-budget-min`` minutes of wall time if it has not
-  reached ``max_steps`` by then) and cache it in ``SKCFX_BENCH_CACHE`` (default
-  benchmarks/output/). Later runs reuse it.
+* ``--prepare``: train the DiffAE (default ``DiffAEEncoder`` recipe on ``--n-train``
+  training images) and cache it in ``SKCFX_BENCH_CACHE`` (default benchmarks/output/).
+  ``--train-budget-min`` stops one call after that many minutes of wall time; the next
+  ``--prepare`` goes on from there until ``max_steps``. Protocol runs use the cached DiffAE as
+  far as it got (its steps are reported).
 * default: the protocol on the cached DiffAE. Per pair: a TimmClassifier (resnet18) on the
   binary labels; ``ModalDirectionFinder(n_modes=2)`` on the DiffAE latents of the training
   images; the same queries explained by every method of ``--methods`` (``METHODS`` below: one
@@ -25,7 +26,7 @@ Stages:
 * ``--quick``: a smoke run (tiny DiffAE trained on the spot, tiny networks, few queries; the
   numbers mean nothing, the plumbing is real).
 
-    python benchmarks/fashion_protocol.py --prepare [--train-budget-min 40]
+    python benchmarks/fashion_protocol.py --prepare [--train-budget-min 60]   # again to go on
     python benchmarks/fashion_protocol.py [--methods difclue paper_alpha dime fastdime] [--n-queries 40]
     python benchmarks/fashion_protocol.py --quick
 """
@@ -42,7 +43,7 @@ import time
 
 import numpy as np
 
-from _common import CACHE, RESULTS, load_or_fit, semantic_control, write_json
+from _common import CACHE, RESULTS, edits_and_validity, load_or_fit, semantic_control, write_json
 from skcfx import CounterfactualExplainer, DiffAEEncoder, ModalDirectionFinder
 from skcfx.classifiers import TimmClassifier
 from skcfx.datasets import load_fashion_mnist
@@ -57,12 +58,15 @@ FULL = dict(
     # The library defaults, spelled out (DiffAEEncoder() with random_state=0); at 28 px
     # architecture='auto' is the tiny16 layout (width 16, levels 28 and 14, attention at 14,
     # latent 32, 0.19M parameters).
-    encoder=dict(max_steps=5000, batch_size=64, learning_rate=1e-3, latent_dropout=0.1,
+    encoder=dict(max_steps=10000, batch_size=64, learning_rate=1e-3, latent_dropout=0.1,
                  encode_steps=20, decode_steps=20),
-    train_budget_min=40.0,
+    # Wall-time limit of one --prepare call (None: train to max_steps); later calls go on.
+    train_budget_min=None,
     # One epoch: on the shared 2-core CPU the 10-class oracle's 3 epochs took 21 min.
     classifier=dict(model_name="resnet18", max_epochs=1, batch_size=64),
     oracle=dict(model_name="resnet18", max_epochs=3, batch_size=64),
+    # Independent validity: per pair, a classifier of another architecture and seed, never used while generating.
+    independent=dict(model_name="resnet10t", max_epochs=1, batch_size=64),
     n_queries=30, n_guided_queries=6, n_samples=2, n_modes=2,
     # Images the explainers are fitted on (DifCluE's latent surrogate and source clusters); the
     # modes are found on all n_train latents.
@@ -82,6 +86,7 @@ QUICK = dict(
     train_budget_min=5.0,
     classifier=dict(model_name="test_resnet", max_epochs=2, batch_size=32),
     oracle=dict(model_name="test_resnet", max_epochs=2, batch_size=32),
+    independent=dict(model_name="test_efficientnet", max_epochs=2, batch_size=32),
     n_queries=4, n_guided_queries=2, n_fit_explainer=300,
     dime=dict(respacing=50, tau=4, lambda_c=(8.0,)), fastdime=dict(respacing=50, tau=6),
     n_fid_baseline=40, n_semantic_pairs=40,
@@ -102,48 +107,71 @@ def load_data(cfg):
 
 
 def encoder_path(cfg):
-    """Cache file of the DiffAE for this data and recipe."""
-    key_cfg = {k: cfg[k] for k in ("n_train", "seed", "encoder", "train_budget_min")}
+    """Cache file of the DiffAE for this data and recipe.
+
+    Neither the time budget nor ``max_steps`` is part of the key: a longer recipe goes on from
+    what a shorter one reached.
+    """
+    recipe = {k: v for k, v in cfg["encoder"].items() if k != "max_steps"}
+    key_cfg = {**{k: cfg[k] for k in ("n_train", "seed")}, "encoder": recipe}
     key = hashlib.sha1(json.dumps(key_cfg, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return CACHE / f"fashion_encoder_28px_{key}.pt"
 
 
 def train_encoder(cfg, X, log=print):
-    """Train the DiffAE, stopping cleanly (SIGINT at a step boundary) after the time budget.
+    """Train the DiffAE towards ``max_steps``, stopping cleanly after the time budget.
 
-    A run that hits the budget keeps the weights of its last completed step; a checkpoint next to
-    the cache file lets an interrupted run resume.
+    Each call continues what earlier calls reached: from the training checkpoint next to the
+    cache file (exact resume), else from the saved cache file itself (warm start, the optimizer
+    restarted; e.g. a file carried over from another machine). A call that hits the budget
+    (SIGINT at a step boundary) saves the weights of its last completed step.
     """
     path = encoder_path(cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
-    encoder = DiffAEEncoder(random_state=cfg["seed"], verbose=True, checkpoint_path=str(path) + ".ckpt",
-                            checkpoint_every=100, **cfg["encoder"])
-    budget_s = int(cfg["train_budget_min"] * 60)
+    checkpoint = str(path) + ".ckpt"
+    params = dict(verbose=True, checkpoint_path=checkpoint, checkpoint_every=100, **cfg["encoder"])
+    meta_path = path.with_suffix(".json")
+    earlier_s = json.loads(meta_path.read_text()).get("total_fit_time_s", 0.0) if meta_path.is_file() else 0.0
+    if not os.path.isfile(checkpoint) and path.is_file():
+        encoder = DiffAEEncoder.load(path).set_params(warm_start=True, **params)
+        log(f"continuing {path} from step {encoder.n_steps_} (optimizer restarted)")
+    else:
+        encoder = DiffAEEncoder(random_state=cfg["seed"], **params)
+    budget_min = cfg.get("train_budget_min")
     previous = signal.signal(signal.SIGALRM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
-    signal.alarm(budget_s)
+    signal.alarm(int(budget_min * 60) if budget_min else 0)
     stopped = False
     try:
         encoder.fit(X)
     except KeyboardInterrupt:
         stopped = True
-        log(f"time budget of {budget_s} s reached after {encoder.n_steps_} steps")
+        log(f"time budget of {budget_min} min reached after {encoder.n_steps_} steps")
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
-    encoder.set_params(checkpoint_path=None)
+    encoder.set_params(checkpoint_path=None, warm_start=False)
     encoder.save(path)
-    meta = {"n_steps": int(encoder.n_steps_), "stopped_by_budget": stopped, "fit_time_s": encoder.fit_time_s_}
-    path.with_suffix(".json").write_text(json.dumps(meta))
+    meta = {"n_steps": int(encoder.n_steps_), "max_steps": int(cfg["encoder"]["max_steps"]),
+            "stopped_by_budget": stopped, "fit_time_s": encoder.fit_time_s_,
+            "total_fit_time_s": earlier_s + encoder.fit_time_s_}
+    meta_path.write_text(json.dumps(meta))
     log(f"saved {path}: {meta}")
     return encoder, meta
 
 
-def load_encoder(cfg, X, log=print):
-    """The cached DiffAE of this recipe, else train it now. Returns ``(encoder, info)``."""
+def load_encoder(cfg, X, log=print, *, train_more=False):
+    """The cached DiffAE of this recipe, else train it now. Returns ``(encoder, info)``.
+
+    With ``train_more`` (``--prepare``) a cached DiffAE short of ``max_steps`` is trained on.
+    """
     path = encoder_path(cfg)
     if path.is_file():
         meta = json.loads(path.with_suffix(".json").read_text())
-        return DiffAEEncoder.load(path), {**meta, "from_cache": True, "path": str(path)}
+        if not (train_more and meta["n_steps"] < cfg["encoder"]["max_steps"]):
+            if meta["n_steps"] != cfg["encoder"]["max_steps"]:
+                log(f"the cached DiffAE has {meta['n_steps']} of max_steps={cfg['encoder']['max_steps']} steps "
+                    "(--prepare trains it on)")
+            return DiffAEEncoder.load(path), {**meta, "from_cache": True, "path": str(path)}
     encoder, meta = train_encoder(cfg, X, log)
     return encoder, {**meta, "from_cache": False, "path": str(path)}
 
@@ -151,7 +179,8 @@ def load_encoder(cfg, X, log=print):
 def cached_classifier(cfg, name, X, y, seed):
     """A TimmClassifier for ``name`` (its labels ``y``), cached next to the DiffAE; ``(clf, fit_s, cached)``."""
     key_cfg = {k: cfg[k] for k in ("n_train", "seed")}
-    key_cfg.update(params=cfg["oracle" if name == "oracle" else "classifier"], name=name, seed_used=seed)
+    role = "oracle" if name == "oracle" else "independent" if name.startswith("independent") else "classifier"
+    key_cfg.update(params=cfg[role], name=name, seed_used=seed)
     key = hashlib.sha1(json.dumps(key_cfg, sort_keys=True, default=str).encode()).hexdigest()[:12]
     path = CACHE / f"fashion_{name.replace(' ', '_').replace('/', '_')}_{key}.joblib"
 
@@ -247,6 +276,9 @@ def run_pair(pair, models, data, cfg, methods, Z_train, log):
                                                       yb_train, cfg["seed"])
     clf_acc = float(np.mean(classifier.predict(data["X_test"]) == yb_test))
     log(f"{pair}: classifier accuracy {clf_acc:.3f} ({clf_s:.0f} s{', cached' if clf_cached else ''})")
+    independent, _, _ = cached_classifier(cfg, "independent " + " + ".join(pair), data["X_train"], yb_train,
+                                          cfg["seed"] + 2)
+    independent_acc = float(np.mean(independent.predict(data["X_test"]) == yb_test))
     negatives = np.flatnonzero(yb_test == 0)
     queries = data["X_test"][negatives[: cfg["n_queries"]]]
     # Disjoint held-out images for FID: a reference set and real images for the baseline.
@@ -282,6 +314,7 @@ def run_pair(pair, models, data, cfg, methods, Z_train, log):
             else mapping
         row = method_metrics(e, models["oracle"], pair_labels, method_mapping, reference_features, baseline_images,
                              n_guided, uses_modes)
+        row.update(edits_and_validity(e, independent.predict))
         if uses_modes == "concepts":
             row["concept_to_class"] = {str(c): int(v) for c, v in method_mapping.items()}
         row["explainer_fit_s"] = fit_s
@@ -292,6 +325,7 @@ def run_pair(pair, models, data, cfg, methods, Z_train, log):
                                                                      "n_function_evals", "seconds_per_counterfactual")}))
     real_baseline = frechet_distance(reference_features, extract_features(baseline_images, models["oracle"].module_))
     out = {"pair": list(pair), "pair_labels": list(pair_labels), "classifier_accuracy": clf_acc,
+           "independent_accuracy": independent_acc, "independent_params": cfg["independent"],
            "classifier_fit_s": clf_s, "classifier_cached": clf_cached, "n_queries": int(len(queries)),
            "n_guided_queries": int(n_guided), "mode_to_class": {str(m): names[c] for m, c in mapping.items()},
            "mode_recovery": recovery, "fid_real_baseline": float(real_baseline), "n_fid_baseline": int(n_base),
@@ -347,6 +381,18 @@ def save_figure(explanations, pairs, mappings, oracle, names, path, n_rows=5):
     plt.close(fig)
 
 
+def prepare_classifiers(cfg, log=print):
+    """Train and cache the oracle and the explained classifier of every pair (what ``run`` reuses)."""
+    data = load_data(cfg)
+    _, fit_s, cached = cached_classifier(cfg, "oracle", data["X_train"], data["y_train"], cfg["seed"] + 1)
+    log(f"oracle: {'cached' if cached else f'{fit_s:.0f} s'}")
+    for pair in cfg["pairs"]:
+        labels = mixed_class_labels(data["y_train"], tuple(data["names"].index(p) for p in pair))
+        for role, seed in (("classifier", cfg["seed"]), ("independent", cfg["seed"] + 2)):
+            _, fit_s, cached = cached_classifier(cfg, f"{role} " + " + ".join(pair), data["X_train"], labels, seed)
+            log(f"{role} {pair}: {'cached' if cached else f'{fit_s:.0f} s'}")
+
+
 def run(cfg, methods, log=print, figure_path=None):
     start = time.perf_counter()
     data = load_data(cfg)
@@ -392,9 +438,10 @@ def _f(value, digits=2):
 
 def readme_lines(result):
     """Markdown table of the main figures, one row per pair and method (all from this JSON)."""
-    lines = ["| pair | method | queries | percent conversion per mode (mean) | flip rate | FID (real-vs-real, same n) "
-             "| FID on the guided methods' queries | MNAC | oracle class changed | sigma_L | L1 | NFE / CF | s / CF |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| pair | method | queries | percent conversion per mode (mean) | flip rate | independent validity "
+             "| FID (real-vs-real, same n) | FID on the guided methods' queries | MNAC | oracle class changed "
+             "| sigma_L | spread ratio (flipped) | L1 | NFE / CF | s / CF |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for run in result["runs"]:
         names = {str(lab): nm for lab, nm in zip(run["pair_labels"], run["pair"])}
         for name, row in run["methods"].items():
@@ -407,9 +454,11 @@ def readme_lines(result):
             fid, fid_g = row["fid"], row.get("fid_guided_queries", row["fid"])
             lines.append(
                 f"| {' / '.join(run['pair'])} | {name} | {row['n_queries']} | {conv} | {_f(row['flip_rate'])} | "
+                f"{_f(row.get('independent_validity'))} | "
                 f"{_f(fid['fid'], 1)} ({_f(fid['real_baseline_same_n'], 1)}, n={fid['n']}) | "
                 f"{_f(fid_g['fid'], 1)} ({_f(fid_g['real_baseline_same_n'], 1)}, n={fid_g['n']}) | {_f(row['mnac'])} | "
-                f"{_f(row['oracle_class_changed'])} | {_f(row['sigma_L'], 3)} | {_f(row['l1'], 3)} | "
+                f"{_f(row['oracle_class_changed'])} | {_f(row['sigma_L'], 3)} | "
+                f"{_f(row.get('spread_ratio_flipped'))} | {_f(row['l1'], 3)} | "
                 f"{row['n_function_evals']:.0f} | {_f(row['seconds_per_counterfactual'])} |")
     return lines
 
@@ -447,6 +496,9 @@ def time_architectures(cfg, X, n_steps=20):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prepare", action="store_true", help="only train and cache the DiffAE")
+    parser.add_argument("--prepare-classifiers", action="store_true",
+                        help="only train and cache the oracle and each pair's explained classifier (can run "
+                             "beside --prepare)")
     parser.add_argument("--quick", action="store_true", help="tiny smoke configuration")
     parser.add_argument("--train-budget-min", type=float, default=None)
     parser.add_argument("--time-architectures", action="store_true",
@@ -468,7 +520,10 @@ def main():
                                              "note": "one torch thread on the shared 2-core CPU, other jobs running"})
         return
     if args.prepare:
-        load_encoder(cfg, load_data(cfg)["X_train"])
+        load_encoder(cfg, load_data(cfg)["X_train"], train_more=True)
+        return
+    if args.prepare_classifiers:
+        prepare_classifiers(cfg)
         return
     name = args.name or ("fashion_protocol_quick" if args.quick else "fashion_protocol")
     figure = CACHE / "fashion_protocol_quick.png" if args.quick else RESULTS / f"{name}.png"

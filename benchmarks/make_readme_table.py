@@ -153,7 +153,7 @@ def difclue_pairs_section(r, command="--pairs random 10", note="", glossary=True
 
 def modes_pairs_section(r, command=""):
     encoder = r["settings"]["encoder"]
-    which = ("the shipped DiffAE (5000 steps)" if "pretrained" in str(encoder.get("path"))
+    which = (f"the shipped DiffAE ({encoder.get('n_steps', 5000)} steps)" if "pretrained" in str(encoder.get("path"))
              else f"a DiffAE of {encoder.get('n_steps', '?')} steps ({encoder.get('provenance') or 'trained by the script'})")
     lines = [f"**Mode recovery on all 45 digit pairs** (`benchmarks/modes_digits_pairs.py{command}`; {_machine(r)}): "
              f"2 modes per pair from the {r['settings']['latent_dim']}-d latents of {which}, ARI against "
@@ -322,8 +322,8 @@ def main():
                      *((name, lambda r, c=c, n=n, g=(i == 0): difclue_pairs_section(r, c, n, g))
                        for i, (name, (c, n)) in enumerate(PAIRS_RUNS.items())),
                      ("modes_digits_pairs", modes_pairs_section),
-                     ("modes_digits_pairs_10000",
-                      lambda r: modes_pairs_section(r, " --encoder-steps 10000 --output modes_digits_pairs_10000")),
+                     ("modes_digits_pairs_5000",
+                      lambda r: modes_pairs_section(r, " --encoder-steps 5000 --output modes_digits_pairs_5000")),
                      ("compare_methods", compare_section), ("latent_dropout_cost", dropout_section),
                      ("memory_explain", memory_section), ("shapes_protocol", shapes_section),
                      ("shapes_difclue_variants", shapes_variants_section),

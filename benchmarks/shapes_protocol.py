@@ -63,7 +63,7 @@ import time
 
 import numpy as np
 
-from _common import CACHE, load_or_fit_encoder, write_json
+from _common import CACHE, edits_and_validity, load_or_fit_encoder, write_json
 from skcfx import CounterfactualExplainer, ModalDirectionFinder
 from skcfx.classifiers import TimmClassifier
 from skcfx.datasets import SHAPES_ATTRIBUTES, make_or_class, make_shapes
@@ -91,6 +91,8 @@ FULL = dict(
     classifier=dict(model_name="resnet18", max_epochs=5, batch_size=128),
     oracle=dict(model_name="resnet18", max_epochs=6, batch_size=128),
     substitute=dict(max_epochs=20, batch_size=32),
+    # Independent validity: a classifier of another architecture and seed, never used while generating.
+    independent=dict(model_name="resnet10t", max_epochs=5, batch_size=128),
     n_queries=48, n_samples=2, n_modes=2,
     difclue=dict(),
     # About the published depth (tau=60 of 200 noises to t=295 of 1000; tau=30 of 100 to t=290);
@@ -115,6 +117,7 @@ QUICK = dict(
     classifier=dict(model_name="test_resnet", max_epochs=4, batch_size=32),
     oracle=dict(model_name="test_resnet", max_epochs=5, batch_size=32),
     substitute=dict(model_name="test_resnet", max_epochs=5, batch_size=16),
+    independent=dict(model_name="test_efficientnet", max_epochs=4, batch_size=32),
     n_queries=6,
     difclue=dict(),
     dime=dict(respacing=100, tau=5, lambda_c=(8.0, 15.0)),
@@ -130,11 +133,12 @@ CPU = dict(
     FULL, image_size=16, n_train=3000, n_test=1000,
     encoder=dict(architecture=dict(model_channels=16, channel_mult=(1, 1), enc_channel_mult=(1, 2, 2),
                                    attention_resolutions=(8,), embed_channels=64, latent_dim=32),
-                 max_steps=4000, batch_size=64, learning_rate=1e-3, latent_dropout=0.1,
+                 max_steps=8000, batch_size=64, learning_rate=1e-3, latent_dropout=0.1,
                  encode_steps=20, decode_steps=20),
     classifier=dict(model_name="resnet18", max_epochs=5, batch_size=64),
     oracle=dict(model_name="resnet18", max_epochs=6, batch_size=64),
     substitute=dict(model_name="test_resnet", max_epochs=20, batch_size=32),
+    independent=dict(model_name="resnet10t", max_epochs=5, batch_size=64),
     # 64 queries per class: with 32, the "red" mode's conversion moved by 0.12 between two runs.
     n_queries=64,
     # dissect_compare.py's digits setting (16 px too: storing the decode graph beats recomputing it).
@@ -193,6 +197,8 @@ def fit_models(task, cfg, device, clock):
                                                                          **cfg["classifier"]).fit(X, y))
     oracle, t_orc = clock("oracle", lambda: fit_attribute_oracle(
         X, task["attr_train"], device=device, random_state=seed + 1, **cfg["oracle"]))
+    independent, t_ind = clock("independent classifier", lambda: TimmClassifier(
+        device=device, random_state=seed + 2, **cfg["independent"]).fit(X, y))
     X_test = task["X_test"]
     p_test = attribute_proba(oracle, X_test)
     oracle_acc = {name: float(np.mean((p_test[:, j] > 0.5) == task["attr_test"][name]))
@@ -210,9 +216,11 @@ def fit_models(task, cfg, device, clock):
                        "accuracy": float(np.mean(classifier.predict(X_test) == task["y_test"]))},
         "oracle": {"fit_time_s": t_orc, "params": cfg["oracle"], "accuracy": oracle_acc,
                    "mean_accuracy": float(np.mean(list(oracle_acc.values())))},
+        "independent": {"fit_time_s": t_ind, "params": cfg["independent"],
+                        "accuracy": float(np.mean(independent.predict(X_test) == task["y_test"]))},
     }
     clock.log(f"classifier accuracy {info['classifier']['accuracy']:.3f}; oracle accuracy {oracle_acc}")
-    return {"encoder": encoder, "classifier": classifier, "oracle": oracle}, info
+    return {"encoder": encoder, "classifier": classifier, "oracle": oracle, "independent": independent}, info
 
 
 def _cached_encoder(cfg, device, X):
@@ -304,6 +312,7 @@ def dime_table(e, oracle_q, oracle_cf, ctx):
         "n_function_evals": float(e.n_function_evals),
         "seconds_per_counterfactual": float(e.wall_time_s / e.success.size),
         "fid": float("nan"), "mnac": float("nan"), "cd": float("nan"), "cd_note": None,
+        **edits_and_validity(e, ctx["independent"].predict),
     }
     if qi.size >= 2:
         cf_features = extract_features(e.counterfactuals[qi, kj], ctx["oracle"])
@@ -400,6 +409,7 @@ def evaluate(explanations, models, task, split, cfg, device, clock):
     heldout = split["heldout"]
     ctx = {
         "names": names, "ia": ia, "ib": ib, "n_neg": cfg["n_queries"], "oracle": oracle, "device": device,
+        "independent": models["independent"],
         "label_column": len(names),
         "dataset_labels": np.concatenate([labels, task["y_train"][:, None]], axis=1),
         "reference_features": extract_features(X_test[split["reference"]], oracle),
@@ -456,25 +466,30 @@ def readme_lines(result):
         f"Positive class `{a}` OR `{b}` ({s['image_size']} px, {s['n_train']} training scenes, none with both; "
         f"{', '.join(f'`{t}` follows `{src}`' for src, t in s['correlated_pairs'])} with probability "
         f"{s['correlation']}). DiffAE {m['encoder']['n_steps']} steps ({m['encoder']['fit_time_s']:.0f} s); "
-        f"classifier accuracy {_f(m['classifier']['accuracy'], 3)}; oracle accuracy "
+        f"classifier accuracy {_f(m['classifier']['accuracy'], 3)}; independent classifier "
+        f"(`{m.get('independent', {}).get('params', {}).get('model_name', 'n/a')}`, validity column) accuracy "
+        f"{_f(m.get('independent', {}).get('accuracy'), 3)}; oracle accuracy "
         f"{_f(m['oracle']['mean_accuracy'], 3)} (mean of 8 attributes); DifCluE mode recovery ARI "
         f"{_f(p['mode_recovery']['ari'])}. "
         f"{s['n_queries']} held-out queries per class, {s['n_samples']} counterfactuals each; DiME and FastDiME "
         f"from tau {s['dime'].get('tau', 60)} of {s['dime'].get('respacing', 200)} steps. FID on the oracle's "
         f"pooled features (real-vs-real baseline {_f(p['fid_real_baseline'], 1)}); sigma_L = pixel L1; "
+        "spread ratio = how much the flipped counterfactuals of one mode differ from each other relative to "
+        "their queries (1: they keep what differs between queries, 0: one template); "
         "conversion, both-shown and distinctness on negatives only.",
         "",
-        "| method | flip rate (negatives / positives) | FID | MNAC | CD | sigma_L | percent conversion per mode | both concepts shown "
+        "| method | flip rate (negatives / positives) | independent validity | FID | MNAC | CD | sigma_L "
+        "| spread ratio (flipped) | percent conversion per mode | both concepts shown "
         "| distinctness acc. | substitutability ratio | importance R | NFE / CF | s / CF | method fit s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in result["methods"].items():
         d, c = row["dime_table"], row["difclue_table"]
         dist = c.get("distinctness", {}).get("accuracy")
         lines.append(
             f"| {name} | {_f(d['flip_rate'])} ({_f(d.get('flip_rate_negatives'))} / {_f(d.get('flip_rate_positives'))}) "
-            f"| {_f(d['fid'], 1)} | {_f(d['mnac'])} | {_f(d['cd'])} | "
-            f"{_f(d['sigma_L'], 3)} | {_conversion_cell(c)} | {_f(c['both_concepts_shown'])} | {_f(dist)} | "
+            f"| {_f(d.get('independent_validity'))} | {_f(d['fid'], 1)} | {_f(d['mnac'])} | {_f(d['cd'])} | "
+            f"{_f(d['sigma_L'], 3)} | {_f(d.get('spread_ratio_flipped'))} | {_conversion_cell(c)} | {_f(c['both_concepts_shown'])} | {_f(dist)} | "
             f"{_f(c['substitutability']['ratio'])} | {_f(c['importance']['R'])} | {d['n_function_evals']:.0f} | "
             f"{d['seconds_per_counterfactual']:.3f} | {_f(row['info'].get('explainer_fit_s'), 1)} |")
     return lines

@@ -9,8 +9,8 @@ which digit each counterfactual shows.
 
 By default the diffusion autoencoder is the one shipped with skcfx
 (``DiffAEEncoder.from_pretrained("digits16")``, made by ``benchmarks/make_pretrained.py`` with the
-same recipe), so the first pictures come in minutes; ``--train`` trains it here instead (5000
-steps, about 20-30 min on one CPU core).
+same recipe), so the first pictures come in minutes; ``--train`` trains it here instead (10000
+steps, about 30-45 min on one CPU core).
 
 Writes to the output folder: ``index.html`` (the report: open it in a browser),
 ``reconstructions.png``, ``counterfactuals.png``, ``metrics.json`` and ``explanation.npz``.
@@ -40,7 +40,7 @@ from skcfx.protocols import evaluate_mode_conversion, mixed_class_labels, mode_s
 POSITIVE = (1, 7)
 CLASS_NAMES = ["other digit", "1 or 7"]
 # The benchmark recipe of the shipped DiffAE (benchmarks/_common.py::DIGITS_ENCODER).
-RECIPE = dict(max_steps=5000, batch_size=64, learning_rate=1e-3, latent_dropout=0.1, encode_steps=20,
+RECIPE = dict(max_steps=10000, batch_size=64, learning_rate=1e-3, latent_dropout=0.1, encode_steps=20,
               decode_steps=20)
 
 

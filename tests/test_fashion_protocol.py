@@ -59,6 +59,13 @@ def test_protocol_runs_end_to_end(tmp_path, monkeypatch):
         difclue, fastdime = run["methods"]["difclue"], run["methods"]["fastdime"]
         assert difclue["n_queries"] == 3 and fastdime["n_queries"] == 2
         assert 0 <= difclue["percent_conversion"]["mean"] <= 1 and 0 <= difclue["flip_rate"] <= 1
+        assert run["independent_params"]["model_name"] != cfg["classifier"]["model_name"]
+        for row in run["methods"].values():  # undefined (NaN) exactly when nothing flipped
+            validity, spread = row["independent_validity"], row["spread_ratio_flipped"]
+            if row["flip_rate"] == 0:
+                assert np.isnan(validity) and np.isnan(spread)
+            else:
+                assert 0 <= validity <= 1 and spread >= 0
         assert "percent_conversion" not in fastdime and fastdime["n_function_evals"] > 0
         assert np.isfinite(run["fid_real_baseline"])
         # DISSECT's two concepts are named after the pair's two classes, one each.
@@ -70,3 +77,26 @@ def test_protocol_runs_end_to_end(tmp_path, monkeypatch):
     # the cache is reused: a second run trains nothing
     again = fp.run(cfg, ["difclue"], log=lambda m: None)
     assert again["encoder"]["from_cache"] and again["oracle"]["cached"]
+
+
+def test_prepare_goes_on_from_what_earlier_calls_reached(tmp_path, monkeypatch):
+    # --prepare: a checkpoint resumes exactly; without one the saved file is warm-started.
+    _fake_fashion(tmp_path, 64, "train", 0)
+    _fake_fashion(tmp_path, 10, "t10k", 1)
+    monkeypatch.setattr(fp, "CACHE", tmp_path / "cache")
+    cfg = copy.deepcopy(fp.QUICK)
+    cfg.update(path=tmp_path, n_train=64, n_test=10)
+    X = fp.load_data(cfg)["X_train"]
+    steps = []
+    for max_steps, drop_checkpoint in ((3, False), (5, False), (7, True)):
+        cfg["encoder"].update(max_steps=max_steps, batch_size=8, encode_steps=2, decode_steps=2)
+        path = fp.encoder_path(cfg)
+        if drop_checkpoint:
+            Path(str(path) + ".ckpt").unlink(missing_ok=True)
+        encoder, info = fp.load_encoder(cfg, X, log=lambda m: None, train_more=True)
+        steps.append((encoder.n_steps_, info["n_steps"], len(encoder.loss_history_)))
+    assert steps == [(3, 3, 3), (5, 5, 5), (7, 7, 7)]
+    # A protocol run reuses the file as it is.
+    cfg["encoder"]["max_steps"] = 9
+    encoder, info = fp.load_encoder(cfg, X, log=lambda m: None)
+    assert info["from_cache"] and encoder.n_steps_ == 7

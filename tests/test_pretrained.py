@@ -36,7 +36,7 @@ def test_shipped_file_is_small_and_loads_as_weights_only():
 
 
 def test_from_pretrained_by_name(encoder):
-    assert encoder.image_shape_ == (16, 16, 1) and encoder.n_steps_ == 5000
+    assert encoder.image_shape_ == (16, 16, 1) and encoder.n_steps_ == 10000
     assert encoder.config_.null_latent and encoder.latent_dropout == 0.1
     assert encoder.device == "cpu" and encoder.verbose is False
     assert load_pretrained("digits16", device="cpu").get_params() == encoder.get_params()

@@ -65,10 +65,14 @@ def test_payload_is_strict_json(result):
 def test_payload_structure(result):
     assert set(result["methods"]) == {"difclue", "difclue_no_extension", "difclue_decode_20", "dime", "fastdime", "dissect"}
     for row in result["methods"].values():
-        assert {"flip_rate", "fid", "mnac", "cd", "sigma_L", "l1", "n_function_evals"} <= set(row["dime_table"])
+        assert {"flip_rate", "fid", "mnac", "cd", "sigma_L", "l1", "n_function_evals", "independent_validity",
+                "spread_ratio_flipped", "closer_to_query_flipped"} <= set(row["dime_table"])
         assert {"percent_conversion", "attribute_added_per_slot", "both_concepts_shown", "distinctness",
                 "substitutability", "importance"} <= set(row["difclue_table"])
-    assert {"DiffAE", "classifier", "oracle", "dime explain", "fastdime metrics"} <= set(result["stage_times_s"])
+    assert {"DiffAE", "classifier", "oracle", "independent classifier", "dime explain",
+            "fastdime metrics"} <= set(result["stage_times_s"])
+    # The independent classifier is another architecture than the explained one.
+    assert result["models"]["independent"]["params"]["model_name"] != result["models"]["classifier"]["params"]["model_name"]
     assert result["settings"]["device"] == "cpu"
     assert result["protocol"]["subclass_names"] == {"1": "color_is_red", "2": "has_border"}
 
@@ -94,6 +98,10 @@ def test_metrics_are_in_range(result):
         for key in ("fid", "mnac", "cd"):
             assert _in_range(d[key], 0, np.inf), key
         assert _in_range(d["mnac"], 0, 8)
+        # Undefined (None) only when nothing flipped.
+        assert _in_range(d["independent_validity"], 0, 1)
+        assert (d["independent_validity"] is None) == (d["flip_rate"] == 0)
+        assert _in_range(d["spread_ratio_flipped"], 0, np.inf) and _in_range(d["closer_to_query_flipped"], 0, 1)
         assert _in_range(c["both_concepts_shown"], 0, 1)
         for slot in c["attribute_added_per_slot"]:
             assert sum(slot.values()) == pytest.approx(1.0)
