@@ -29,6 +29,7 @@ Stages:
     python benchmarks/fashion_protocol.py --prepare [--train-budget-min 60]   # again to go on
     python benchmarks/fashion_protocol.py [--methods difclue paper_alpha dime fastdime] [--n-queries 40]
     python benchmarks/fashion_protocol.py --quick
+    python benchmarks/fashion_protocol.py --length-curve step2500.ckpt step5000.ckpt ...
 """
 
 from __future__ import annotations
@@ -381,6 +382,29 @@ def save_figure(explanations, pairs, mappings, oracle, names, path, n_rows=5):
     plt.close(fig)
 
 
+def length_curve(cfg, checkpoints, log=print):
+    """Semantic control and reconstruction of the DiffAE at the steps of saved training checkpoints.
+
+    Each checkpoint (a copy of the ``.ckpt`` that ``--prepare`` keeps next to the cache file,
+    taken while it trained) is turned into an encoder at its step (the EMA weights, as ``fit``
+    would leave them) and measured like the protocol's DiffAE, with the cached oracle.
+    """
+    from skcfx.diffusion.train_state import load_train_checkpoint
+
+    data = load_data(cfg)
+    oracle, _, _ = cached_classifier(cfg, "oracle", data["X_train"], data["y_train"], cfg["seed"] + 1)
+    rows = []
+    for path in checkpoints:
+        step = int(load_train_checkpoint(path).step)
+        params = {**cfg["encoder"], "max_steps": step}
+        encoder = DiffAEEncoder(random_state=cfg["seed"], checkpoint_path=str(path), **params).fit(data["X_train"])
+        report = encoder_report(encoder, oracle, data, cfg)
+        rows.append({"n_steps": step, **{k: report[k] for k in ("reconstruction_mse_pm1", "semantic_control",
+                                                                "final_loss_mean_last_100")}})
+        log(json.dumps(rows[-1]))
+    return rows
+
+
 def prepare_classifiers(cfg, log=print):
     """Train and cache the oracle and the explained classifier of every pair (what ``run`` reuses)."""
     data = load_data(cfg)
@@ -501,6 +525,8 @@ def main():
                              "beside --prepare)")
     parser.add_argument("--quick", action="store_true", help="tiny smoke configuration")
     parser.add_argument("--train-budget-min", type=float, default=None)
+    parser.add_argument("--length-curve", nargs="+", default=None, metavar="CKPT",
+                        help="only measure semantic control at the steps of these copies of the training checkpoint")
     parser.add_argument("--time-architectures", action="store_true",
                         help="only time a training step of the candidate DiffAE networks")
     parser.add_argument("--methods", nargs="+", default=["difclue", "paper_alpha", "dime", "fastdime"],
@@ -524,6 +550,10 @@ def main():
         return
     if args.prepare_classifiers:
         prepare_classifiers(cfg)
+        return
+    if args.length_curve:
+        write_json("fashion_diffae_length", {"settings": {k: cfg[k] for k in ("n_train", "seed", "encoder")},
+                                             "rows": length_curve(cfg, args.length_curve)})
         return
     name = args.name or ("fashion_protocol_quick" if args.quick else "fashion_protocol")
     figure = CACHE / "fashion_protocol_quick.png" if args.quick else RESULTS / f"{name}.png"

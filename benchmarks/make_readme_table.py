@@ -105,10 +105,19 @@ PAIRS_RUNS = {
         "--pairs all --variants difclue,no_extension --output difclue_digits_all_pairs_extend",
         "All 45 pairs with today's defaults (`difclue`: the scan, up to 3 doublings past it, the centre "
         "fallback) and without the doublings (`no_extension`, the default before)."),
+    "difclue_digits_10000": (
+        "--pairs random 10 --variants difclue --encoder-steps 10000 --output difclue_digits_10000",
+        "The 10 pairs of the first table, the defaults of that run (K-means modes), the DiffAE continued "
+        "from 5000 to 10000 steps (the file shipped since)."),
     "difclue_digits_all_pairs_10000": (
-        "--pairs all --variants difclue --encoder-steps 10000 --output difclue_digits_all_pairs_10000",
-        "All 45 pairs, today's defaults, the same classifiers and queries as the table above, but the DiffAE "
-        "trained twice as long (the shipped `digits16` continued from 5000 to 10000 steps)."),
+        "--pairs all --variants kmeans,gmm --output difclue_digits_all_pairs_10000",
+        "All 45 pairs with this release's shipped DiffAE (10000 steps) and defaults, the modes from "
+        "either clustering (`gmm`: `ModalDirectionFinder(clustering='gmm')`, the default since this run; "
+        "`kmeans`: the paper's)."),
+    "difclue_digits_two_pairs_10000": (
+        "--pairs 1,7 0,6 --n-queries 100 --classifier resnet18:15 --variants kmeans,gmm "
+        "--output difclue_digits_two_pairs_10000",
+        "The two benchmark pairs with the stronger classifier, the 10000-step DiffAE, either clustering."),
 }
 
 

@@ -3,14 +3,16 @@
 For every pair of digits (the positive class of the mixed-class protocol), the latents of the
 shipped ``digits16`` DiffAE of its training images are clustered into 2 modes and compared with
 the digits (adjusted Rand index). The latents are standardised as ``ModalDirectionFinder`` does
-(over all training latents), then clustered by: K-means (the finder's default), K-means on raw
+(over all training latents), then clustered by: K-means (the paper's), K-means on raw
 latents, on class-standardised latents, on PCA-whitened latents (8, 16 components), on unit-norm
-latents, Gaussian mixtures (diagonal, tied, full on 16 principal components) and Ward
-agglomeration. No decode is needed, so every pair is cheap. Summaries: mean, 10% quantile, min
-with its pair, and the two benchmark pairs 1/7 and 0/6.
+latents, on 2 or 4 principal components, Gaussian mixtures (diagonal, tied, full on 16 principal
+components), Ward and average-cosine agglomeration, spectral clustering; and by the library's own
+``ModalDirectionFinder`` with either of its clusterings (rows ``finder_*``). No decode is needed,
+so every pair is cheap. Summaries: mean, 10% quantile, min with its pair, and the two benchmark
+pairs 1/7 and 0/6.
 
     python benchmarks/modes_digits_pairs.py
-    python benchmarks/modes_digits_pairs.py --encoder-steps 10000 --output modes_digits_pairs_10000
+    python benchmarks/modes_digits_pairs.py --encoder-steps 5000 --output modes_digits_pairs_5000
 
 With ``--encoder-steps`` / ``--latent-dim`` the DiffAE is another recipe (trained once, cached).
 """
@@ -39,7 +41,7 @@ def _gmm(X, cov):
 
 
 CLUSTERINGS = {
-    "kmeans_standardised (default)": lambda Xs, X: _km(Xs),
+    "kmeans_standardised": lambda Xs, X: _km(Xs),
     "kmeans_raw": lambda Xs, X: _km(X),
     "kmeans_class_standardised": lambda Xs, X: _km((Xs - Xs.mean(0)) / (Xs.std(0) + 1e-12)),
     "kmeans_pca8_whitened": lambda Xs, X: _km(PCA(8, whiten=True, random_state=0).fit_transform(Xs)),
@@ -60,7 +62,8 @@ CLUSTERINGS = {
 
 # The library's own path: ModalDirectionFinder on all training latents, the pair as the one class
 # with modes (its labels_ on the pair); it standardises over all latents, as Zs above.
-FINDER_CLUSTERINGS = {"finder_kmeans (library default)": "kmeans", "finder_gmm (clustering='gmm')": "gmm"}
+FINDER_CLUSTERINGS = {"finder clustering='kmeans' (the paper's)": "kmeans",
+                      "finder clustering='gmm' (the default)": "gmm"}
 
 
 def _finder_labels(Z, in_pair, clustering):

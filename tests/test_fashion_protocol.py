@@ -95,7 +95,14 @@ def test_prepare_goes_on_from_what_earlier_calls_reached(tmp_path, monkeypatch):
             Path(str(path) + ".ckpt").unlink(missing_ok=True)
         encoder, info = fp.load_encoder(cfg, X, log=lambda m: None, train_more=True)
         steps.append((encoder.n_steps_, info["n_steps"], len(encoder.loss_history_)))
+        if max_steps == 3:  # a copy of the training checkpoint, as --length-curve measures them
+            copy_path = tmp_path / "step3.ckpt"
+            copy_path.write_bytes(Path(str(path) + ".ckpt").read_bytes())
     assert steps == [(3, 3, 3), (5, 5, 5), (7, 7, 7)]
+    cfg["oracle"].update(max_epochs=1, batch_size=16)
+    cfg["n_semantic_pairs"] = 8
+    rows = fp.length_curve(cfg, [copy_path], log=lambda m: None)
+    assert rows[0]["n_steps"] == 3 and 0 <= rows[0]["semantic_control"]["shows_latent_class"] <= 1
     # A protocol run reuses the file as it is.
     cfg["encoder"]["max_steps"] = 9
     encoder, info = fp.load_encoder(cfg, X, log=lambda m: None)

@@ -181,12 +181,17 @@ def test_n_modes_is_capped_by_class_size():
 
 def test_without_standardization_spaces_coincide():
     Z, y, _ = _two_mode_data()
-    finder = ModalDirectionFinder(standardize=False, random_state=0).fit(Z, y)
+    # K-means partitions are exactly the nearest-centre cells, so predict reproduces labels_ on
+    # every point, even where a one-blob class is split in two.
+    finder = ModalDirectionFinder(standardize=False, clustering="kmeans", random_state=0).fit(Z, y)
     np.testing.assert_array_equal(finder.mean_, 0.0)
     np.testing.assert_array_equal(finder.scale_, 1.0)
     np.testing.assert_allclose(finder.directions_, finder.directions_standardized_)
-    # Raw blobs are 10 noise standard deviations apart: the nearest centre is the own mode.
     np.testing.assert_array_equal(finder.predict(Z), finder.labels_)
+    # A mixture's boundary is not the centres' bisector: where a class really has two modes (blobs
+    # 10 noise standard deviations apart) the nearest centre is still the own mode.
+    gmm = ModalDirectionFinder(standardize=False, clustering="gmm", random_state=0).fit(Z, y)
+    np.testing.assert_array_equal(gmm.predict(Z)[y == 1], gmm.labels_[y == 1])
 
 
 def test_string_labels_and_feature_names():
@@ -261,7 +266,7 @@ def test_bad_parameters_raise_naming_them():
         finder.set_params(**params)
         with pytest.raises(ValueError, match=f"'{name}' parameter"):
             finder.fit(Z, y)
-        finder.set_params(n_modes=2, C=1e-3, max_modes=5, clustering="kmeans")
+        finder.set_params(n_modes=2, C=1e-3, max_modes=5, clustering="gmm")
     assert _snapshot(finder) == before
 
 
