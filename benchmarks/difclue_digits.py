@@ -74,6 +74,9 @@ VARIANTS = {
     "extend_3": dict(n_modes=2, method=lambda: DifCluE(extend_decodes=3)),
     "scan_no_fallback": dict(n_modes=2, method=lambda: DifCluE(fallback=None)),
     "no_extension": dict(n_modes=2, method=lambda: DifCluE(extend_decodes=0)),
+    # Edits through part of the chain only (DifCluE(edit_depth=...)): the query's low-noise trajectory kept.
+    "depth_0.7": dict(n_modes=2, method=lambda: DifCluE(edit_depth=0.7)),
+    "depth_0.5": dict(n_modes=2, method=lambda: DifCluE(edit_depth=0.5)),
     # The modes from either clustering of ModalDirectionFinder (whatever its default), DifCluE's defaults.
     "kmeans": dict(n_modes=2, finder=dict(clustering="kmeans"), method=lambda: DifCluE()),
     "gmm": dict(n_modes=2, finder=dict(clustering="gmm"), method=lambda: DifCluE()),

@@ -29,14 +29,14 @@ class _ExactModel:
     def encode(self, x_0, *, requires_grad=False):
         return x_0.flatten(1)[:, :LATENT_DIM].clone()
 
-    def invert(self, x_0, z, n_steps, *, counter=None):
-        if counter is not None:
-            counter.add(x_0.shape[0] * n_steps)  # as if n_steps denoiser calls
+    def invert(self, x_0, z, n_steps, *, counter=None, stop_index=None):
+        if counter is not None:  # as if one denoiser call per inversion step
+            counter.add(x_0.shape[0] * (n_steps if stop_index is None else stop_index))
         return x_0.clone()
 
-    def decode(self, z, x_T, n_steps, *, guidance_scale=0.0, counter=None, **_):
-        if counter is not None:
-            counter.add(z.shape[0] * n_steps)
+    def decode(self, z, x_T, n_steps, *, guidance_scale=0.0, counter=None, start_index=None, **_):
+        if counter is not None:  # steps start_index .. 0 from part-way down the chain
+            counter.add(z.shape[0] * (n_steps if start_index is None else start_index + 1))
         out = x_T.clone().flatten(1)
         out[:, :LATENT_DIM] = z
         return out.reshape(x_T.shape).clamp(-1, 1)
@@ -131,6 +131,24 @@ def test_search_cost_is_counted_and_bounded(setting):
     method = _fit(DifCluE(max_decodes=4, require_mode=False, decode_steps=None), setting)
     out = method.generate(context, x, np.ones((len(x), 1), dtype=int))
     assert out.n_function_evals == pytest.approx(len(x) * 5 + n_cf * context.decode_steps * out.info["mean_decodes"])
+
+
+def test_edit_depth_inverts_and_decodes_part_of_the_chain(setting):
+    context, _, _, x = setting
+    targets = np.ones((len(x), 1), dtype=int)
+    full = _fit(DifCluE(max_decodes=4, require_mode=False, decode_steps=4), setting).generate(context, x, targets)
+    half = _fit(DifCluE(max_decodes=4, require_mode=False, decode_steps=4, edit_depth=0.5), setting)
+    out = half.generate(context, x, targets)
+    n_cf = len(x) * 2
+    # 2 of the 4 decode steps inverted (not the encoder's 5), 3 calls (steps 2, 1, 0) per decode
+    assert out.n_function_evals == pytest.approx(len(x) * 2 + n_cf * 3 * out.info["mean_decodes"])
+    # the stand-in's edit does not depend on the depth, so the search lands on the same steps
+    np.testing.assert_allclose(out.alphas, full.alphas)
+    # a depth that rounds to the whole chain is the published edit
+    same = _fit(DifCluE(max_decodes=4, require_mode=False, decode_steps=4, edit_depth=0.9), setting)
+    assert same.generate(context, x, targets).n_function_evals == full.n_function_evals
+    with pytest.raises(ValueError, match="edit_depth"):
+        _fit(DifCluE(edit_depth=0.0), setting)
 
 
 def test_mode_check_rejects_steps_that_do_not_reach_the_mode(setting):

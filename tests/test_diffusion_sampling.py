@@ -232,6 +232,12 @@ def test_counting_and_callback():
     model.reset()
     sample_ddim(model, x, s, start_index=3)
     assert model.n_calls == 4
+    model.reset()
+    invert_ddim(model, x, s, stop_index=3)  # part-way: steps 0, 1, 2
+    assert model.n_calls == 3
+    for bad in (0, 9):
+        with pytest.raises(ValueError, match="stop_index"):
+            invert_ddim(model, x, s, stop_index=bad)
 
 
 def test_denoiser_receives_original_timesteps_and_extra_args():

@@ -57,3 +57,19 @@ def test_latent_knows_the_digit(encoder, split):
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
     probe.fit(encoder.transform(X_train), y_train)
     assert probe.score(encoder.transform(X_test), y_test) > get_spec("digits16").latent_probe_accuracy - 0.02
+
+
+def test_partial_inversion_keeps_more_of_the_image(encoder, split):
+    # Inverting 3 of 10 DDIM steps and decoding from there (DifCluE's edit_depth) passes through
+    # less of the chain than the full round trip, so the image comes back closer.
+    from skcfx._images import to_tensor
+
+    _, X_test, _, _ = split
+    x = to_tensor(X_test[:32])
+    model = encoder.model_
+    z = model.encode(x)
+    errors = {}
+    for stop in (3, None):
+        x_t = model.invert(x, z, 10, stop_index=stop)
+        errors[stop] = float(((model.decode(z, x_t, 10, start_index=stop) - x) ** 2).mean())
+    assert errors[3] < errors[None], errors

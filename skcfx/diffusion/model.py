@@ -189,12 +189,17 @@ class DiffAE:
         with torch.set_grad_enabled(requires_grad), self._autocast():
             return encode(self._layout(x_0)).float()
 
-    def invert(self, x_0, z, n_steps, *, counter=None):
-        """Deterministic DDIM inversion: the stochastic subcode ``x_T`` of ``x_0`` given ``z``."""
-        return invert_ddim(self.denoiser(counter), x_0, self.schedule(n_steps), extra_args={"cond": z})
+    def invert(self, x_0, z, n_steps, *, counter=None, stop_index=None):
+        """Deterministic DDIM inversion: the stochastic subcode ``x_T`` of ``x_0`` given ``z``.
+
+        ``stop_index`` stops after that many of the ``n_steps`` steps (x part-way, for
+        :meth:`decode` with ``start_index=stop_index``; see :func:`~skcfx.diffusion.sampling.invert_ddim`).
+        """
+        return invert_ddim(self.denoiser(counter), x_0, self.schedule(n_steps), extra_args={"cond": z},
+                           stop_index=stop_index)
 
     def decode(self, z, x_T, n_steps, *, guidance_scale=0.0, counter=None, requires_grad=False,
-               checkpoint=False):
+               checkpoint=False, start_index=None):
         """DDIM decoding of ``(z, x_T)`` into images in [-1, 1].
 
         Parameters
@@ -212,7 +217,11 @@ class DiffAE:
         checkpoint : bool, default=False
             With ``requires_grad``, recompute each step's activations in the backward pass
             (``torch.utils.checkpoint``): memory of one step instead of ``n_steps``.
+        start_index : int or None, default=None
+            Start part-way down the chain, from x at ``alpha_bar[start_index]`` of the
+            ``n_steps`` schedule (what :meth:`invert` with ``stop_index`` returns); None: from x_T.
         """
         model = self.denoiser(counter, guidance_scale=guidance_scale, checkpoint=checkpoint and requires_grad)
-        x_0 = sample_ddim(model, x_T, self.schedule(n_steps), extra_args={"cond": z}, requires_grad=requires_grad)
+        x_0 = sample_ddim(model, x_T, self.schedule(n_steps), extra_args={"cond": z}, requires_grad=requires_grad,
+                          start_index=start_index)
         return x_0.clamp(-1, 1)

@@ -275,11 +275,15 @@ def sample_ddpm(eps_model, x_T, schedule, *, generator, **kwargs):
 
 
 @torch.no_grad()
-def invert_ddim(eps_model, x_0, schedule, *, extra_args=None, clip_x0=True, callback=None, disable=True):
+def invert_ddim(eps_model, x_0, schedule, *, extra_args=None, clip_x0=True, callback=None, disable=True,
+                stop_index=None):
     """Deterministic DDIM inversion: the stochastic encoding x_T of ``x_0``.
 
     Runs :func:`ddim_step` in ascending t towards ``ab_next`` (0 after the
-    last step, so x_T is the last eps), as in Diffusion Autoencoders.
+    last step, so x_T is the last eps), as in Diffusion Autoencoders. With ``stop_index`` it
+    stops part-way: after steps ``0 .. stop_index - 1`` it returns x at noise level
+    ``alpha_bar[stop_index]``, the start point of :func:`sample_ddim` with
+    ``start_index=stop_index`` on the same schedule.
 
     Parameters
     ----------
@@ -292,16 +296,22 @@ def invert_ddim(eps_model, x_0, schedule, *, extra_args=None, clip_x0=True, call
     callback : callable or None, default=None
         Called after every step with ``{'x', 'i', 't', 'x0', 'eps'}``.
     disable : bool, default=True
+    stop_index : int or None, default=None
+        Number of inversion steps, in ``[1, len(schedule)]`` (None: all of them).
 
     Returns
     -------
     x_T : torch.Tensor
+        Or x at ``alpha_bar[stop_index]`` when ``stop_index < len(schedule)``.
     """
     _check_schedule(schedule)
     extra_args = {} if extra_args is None else extra_args
+    stop = len(schedule) if stop_index is None else int(stop_index)
+    if not 1 <= stop <= len(schedule):
+        raise ValueError(f"stop_index must be in [1, {len(schedule)}], got {stop_index!r}.")
     ab, ab_next = schedule.alpha_bar, schedule.alpha_bar_next
     x = x_0
-    for i in tqdm(range(len(schedule)), disable=disable, desc="DDIM invert"):
+    for i in tqdm(range(stop), disable=disable, desc="DDIM invert"):
         t = _t_batch(schedule, i, x)
         eps = eps_model(x, t, **extra_args)
         x, x0 = ddim_step(x, eps, float(ab[i]), float(ab_next[i]), clip_x0=clip_x0)

@@ -170,6 +170,14 @@ class DifCluE(CounterfactualMethod):
         ``fallback``. Costs decodes only for those. A decode past the ladder replaces the
         ladder's result only when it flips or is accepted (a more probable decode that still
         does not flip is just further off the data). 0: the ladder alone.
+    edit_depth : float in (0, 1], default=1.0
+        Share of the ``decode_steps`` chain the edit goes through. 1: the published edit (the
+        query inverted to ``x_T``, decoded with the edited latent). Below 1 the query is inverted
+        only to step ``round(edit_depth * decode_steps)`` of the decode chain and decoded from
+        there with the edited latent (as DiME starts from a partly noised query): the query's
+        coarse layout, already fixed at that noise level, is kept, and the latent edit changes
+        less. Costs that many inversion steps instead of the encoder's ``encode_steps``, and as
+        many plus one per decode.
 
     Attributes
     ----------
@@ -210,12 +218,13 @@ class DifCluE(CounterfactualMethod):
         "fallback": [StrOptions({"nearest", "centre"}), None],
         "fallback_decodes": [Interval(numbers.Integral, 1, None, closed="left")],
         "extend_decodes": [Interval(numbers.Integral, 0, None, closed="left")],
+        "edit_depth": [Interval(numbers.Real, 0, 1, closed="right")],
     }
 
     def __init__(self, alpha="auto", *, max_decodes=4, alpha_max=8.0, grid_size=64, margin=1.5,
                  target_confidence=0.9, overshoot=1.0, guidance_scale=0.0, decode_steps=10,
                  require_mode=True, contrast="source", n_source_modes=16, mode_bound=None,
-                 search="scan", fallback="centre", fallback_decodes=2, extend_decodes=3):
+                 search="scan", fallback="centre", fallback_decodes=2, extend_decodes=3, edit_depth=1.0):
         self.alpha = alpha
         self.max_decodes = max_decodes
         self.alpha_max = alpha_max
@@ -233,6 +242,7 @@ class DifCluE(CounterfactualMethod):
         self.fallback = fallback
         self.fallback_decodes = fallback_decodes
         self.extend_decodes = extend_decodes
+        self.edit_depth = edit_depth
 
     @property
     def needs_unconditional(self):
@@ -389,7 +399,15 @@ class DifCluE(CounterfactualMethod):
         decode_steps = self.decode_steps or context.decode_steps
         counter = NFECounter()  # the encoder passes are not denoiser calls: only samplers count
         z = model.encode(x_0)
-        x_T = model.invert(x_0, z, context.encode_steps, counter=counter)
+        # edit_depth < 1: invert the query only part of the way down the decode chain and decode
+        # from there, so the low-noise part of the query's own trajectory is kept.
+        start_index = int(round(self.edit_depth * decode_steps))
+        if start_index >= decode_steps:
+            start_index = None
+            x_T = model.invert(x_0, z, context.encode_steps, counter=counter)
+        else:
+            start_index = max(start_index, 1)
+            x_T = model.invert(x_0, z, decode_steps, counter=counter, stop_index=start_index)
 
         triples = self._slots(finder, targets, class_of_index)
         q = np.array([t[0] for t in triples], dtype=np.int64)
@@ -409,7 +427,7 @@ class DifCluE(CounterfactualMethod):
             step_dirs = w[idx] if directions is None else directions
             edited = self._edit(finder, zq[idx], step_dirs, alphas[idx], dirs[idx])
             images = model.decode(edited, xq[idx], decode_steps, guidance_scale=self.guidance_scale,
-                                  counter=counter)
+                                  counter=counter, start_index=start_index)
             p = proba.torch_proba(images).detach().cpu().numpy()
             p_target = p[np.arange(len(idx)), tgt[idx]]
             flipped = p.argmax(axis=1) == tgt[idx]
