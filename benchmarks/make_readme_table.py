@@ -115,10 +115,11 @@ PAIRS_RUNS = {
         "either clustering (`gmm`: `ModalDirectionFinder(clustering='gmm')`, the default since this run; "
         "`kmeans`: the paper's)."),
     "difclue_digits_depth": (
-        "--pairs random 10 --variants difclue,depth_0.7,depth_0.5 --output difclue_digits_depth",
-        "The 10 pairs, this release's defaults, and edits through part of the decode chain only "
-        "(`DifCluE(edit_depth=0.7)` / `0.5`): does keeping the query's low-noise trajectory make edits "
-        "rather than templates?"),
+        "--pairs random 10 --variants difclue,depth_0.7,depth_0.5 --output difclue_digits_depth "
+        "(then `--variants no_mode_check,confidence_0.5,paper_direction --add-to`)",
+        "The 10 pairs, this release's defaults (10000-step DiffAE, mixture modes), and what might make "
+        "edits rather than templates: edits through part of the decode chain only "
+        "(`DifCluE(edit_depth=0.7)` / `0.5`), no mode check, a lower confidence, the paper's direction."),
     "difclue_digits_two_pairs_10000": (
         "--pairs 1,7 0,6 --n-queries 100 --classifier resnet18:15 --variants kmeans,gmm "
         "--output difclue_digits_two_pairs_10000",
