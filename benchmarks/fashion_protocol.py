@@ -204,6 +204,8 @@ METHODS = {
     "paper_alpha": (lambda cfg: DifCluE(alpha=cfg["paper_alpha"], contrast="rest"), True, False),
     # Extra row (not a default): a 4x longer reach along the direction with more decodes.
     "difclue_far": (lambda cfg: DifCluE(alpha_max=32.0, max_decodes=6), True, False),
+    # Extra row (not a default): every decode with the DiffAE's own 20 steps instead of DifCluE's 10.
+    "difclue_decode_20": (lambda cfg: DifCluE(decode_steps=None), True, False),
     "dime": (lambda cfg: DiME(n_samples=cfg["n_samples"], **cfg["dime"]), False, True),
     "fastdime": (lambda cfg: FastDiME(n_samples=cfg["n_samples"], **cfg["fastdime"]), False, True),
     # The paper's comparator (not in the default list: ~11 min of traversal training per pair on a CPU).
