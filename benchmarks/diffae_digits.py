@@ -9,7 +9,7 @@ lengths side by side (``--compare-steps``): for pairs of held-out digits (a, b) 
 labels, decode b's semantic latent with a's inverted noise; an SVC on pixels (trained on the 10
 labels) says whether the result shows b's digit (the latent decides) or a's (the noise decides).
 
-    python benchmarks/diffae_digits.py [--max-steps 5000] [--steps 10 20 50] [--compare-steps 2500 5000]
+    python benchmarks/diffae_digits.py [--max-steps 10000] [--steps 10 20 50] [--compare-steps 2500 5000 10000]
 """
 
 import argparse
@@ -34,7 +34,7 @@ def main():
     parser.add_argument("--steps", type=int, nargs="+", default=[10, 20, 50])
     parser.add_argument("--n-eval", type=int, default=200)
     parser.add_argument("--retrain", action="store_true", help="train even if a cached model exists")
-    parser.add_argument("--compare-steps", type=int, nargs="*", default=[2500, 5000],
+    parser.add_argument("--compare-steps", type=int, nargs="*", default=[2500, 5000, 10000],
                         help="training lengths whose semantic control is compared (trained if not cached)")
     args = parser.parse_args()
 

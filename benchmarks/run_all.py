@@ -1,9 +1,10 @@
 """Run every benchmark in order, then regenerate the README results section (`make bench`).
 
-The DiffAEs trained by diffae_digits.py (5000 steps, the recipe; 2500 steps, for the semantic
-control comparison) are cached in benchmarks/output/ and reused by the digit benchmarks; the
-shapes DiffAE is cached too. On 2 CPU cores a run from scratch takes well over an hour (DiffAE
-training alone: about 18 + 9 min for digits and 15 min for shapes on an otherwise idle core).
+The digits recipe (10000 steps) is the shipped DiffAE; the shorter ones diffae_digits.py compares
+(2500, 5000 steps) are trained and cached in benchmarks/output/, as is the shapes DiffAE (8000
+steps, about 30 min). On 2 CPU cores a run from scratch takes a few hours. Fashion-MNIST
+(fashion_protocol.py: --prepare, then the protocol; needs the Debian package
+dataset-fashion-mnist, about 100 min of DiffAE training) is not part of it.
 
     python benchmarks/run_all.py [--skip shapes_protocol ...]
 """
@@ -19,7 +20,11 @@ SCRIPTS = [
     ["difclue_digits.py"],  # many pairs, cheaper classifier: difclue_digits_pairs.json
     ["difclue_digits.py", "--pairs", "1,7", "0,6", "--n-queries", "100", "--classifier", "resnet18:15",
      "--variants", "benchmark", "--output", "difclue_digits"],  # the two benchmark pairs, full recipe
+    ["difclue_digits.py", "--pairs", "all", "--variants", "kmeans,gmm", "--output", "difclue_digits_all_pairs_10000"],
+    ["difclue_digits.py", "--pairs", "1,7", "0,6", "--n-queries", "100", "--classifier", "resnet18:15",
+     "--variants", "kmeans,gmm", "--output", "difclue_digits_two_pairs_10000"],
     ["modes_digits_pairs.py"],
+    ["modes_digits_pairs.py", "--encoder-steps", "5000", "--output", "modes_digits_pairs_5000"],
     ["compare_methods.py"],
     ["latent_dropout_cost.py"],
     ["memory_explain.py"],
