@@ -38,12 +38,12 @@ from scipy.spatial.distance import cdist
 from sklearn.neural_network import MLPClassifier
 from sklearn.svm import SVC
 
-from _common import (CACHE, RESULTS, add_encoder_args, cached_encoder, digits_split, encoder_overrides, load_or_fit,
-                     write_json)
+from _common import (CACHE, RESULTS, add_encoder_args, cached_encoder, digits_split, edits_and_validity,
+                     encoder_overrides, load_or_fit, write_json)
 from skcfx import CounterfactualExplainer, ModalDirectionFinder
 from skcfx.classifiers import TimmClassifier
 from skcfx.methods import DISSECT, DifCluE
-from skcfx.metrics import edit_specificity, independent_validity
+from skcfx.metrics import edit_specificity
 from skcfx.protocols import evaluate_mode_conversion, match_concepts, mixed_class_labels, mode_subclasses
 
 BENCHMARK_PAIRS = [(1, 7), (0, 6)]
@@ -153,16 +153,11 @@ def run_pair(pair, encoder, oracle, data, Z_train, args):
             pred = oracle.predict(flat(cfs.reshape((n * k,) + cfs.shape[2:])))
             m["shows_digit"] = {str(d): float(np.mean(pred == d)) for d in pair}
         cf_flat = cfs.reshape((n * k,) + cfs.shape[2:])
-        m["independent_validity"] = independent_validity(independent.predict(flat(cf_flat)).reshape(n, k), 1,
-                                                         explanation.success)
         spec_res = edit_specificity(queries, cfs, explanation.mode_ids)
         m["spread_ratio"], m["closer_to_query"] = spec_res["spread_ratio"], spec_res["closer_to_query"]
-        # The same on the flipped counterfactuals only: failed ones (often off the data, far apart)
-        # inflate the spread of a method that fails more.
-        flipped_modes = np.where(explanation.success, np.broadcast_to(explanation.mode_ids, (n, k)), -1)
-        spec_flipped = edit_specificity(queries, cfs, flipped_modes)
-        m["spread_ratio_flipped"] = spec_flipped["spread_ratio"]
-        m["closer_to_query_flipped"] = spec_flipped["closer_to_query"]
+        # Independent validity, and specificity on the flipped counterfactuals only: failed ones
+        # (often off the data, far apart) inflate the spread of a method that fails more.
+        m.update(edits_and_validity(explanation, lambda images: independent.predict(flat(images))))
         nn = nearest_distance(cf_flat, X_train).reshape(n, k)
         m["nn_ratio"] = float(nn.mean() / query_nn)
         failed = ~explanation.success

@@ -275,12 +275,9 @@ def run_pair(pair, models, data, cfg, methods, Z_train, log):
     pair_labels = tuple(names.index(p) for p in pair)
     yb_train = mixed_class_labels(data["y_train"], pair_labels)
     yb_test = mixed_class_labels(data["y_test"], pair_labels)
-    classifier, clf_s, clf_cached = cached_classifier(cfg, "classifier " + " + ".join(pair), data["X_train"],
-                                                      yb_train, cfg["seed"])
+    (classifier, clf_s, clf_cached), (independent, _, _) = pair_classifiers(cfg, pair, data["X_train"], yb_train)
     clf_acc = float(np.mean(classifier.predict(data["X_test"]) == yb_test))
     log(f"{pair}: classifier accuracy {clf_acc:.3f} ({clf_s:.0f} s{', cached' if clf_cached else ''})")
-    independent, _, _ = cached_classifier(cfg, "independent " + " + ".join(pair), data["X_train"], yb_train,
-                                          cfg["seed"] + 2)
     independent_acc = float(np.mean(independent.predict(data["X_test"]) == yb_test))
     negatives = np.flatnonzero(yb_test == 0)
     queries = data["X_test"][negatives[: cfg["n_queries"]]]
@@ -407,15 +404,22 @@ def length_curve(cfg, checkpoints, log=print):
     return rows
 
 
+def pair_classifiers(cfg, pair, X, labels):
+    """The explained classifier and the independent one of a pair, each ``(clf, fit_s, cached)``."""
+    name = " + ".join(pair)
+    return (cached_classifier(cfg, "classifier " + name, X, labels, cfg["seed"]),
+            cached_classifier(cfg, "independent " + name, X, labels, cfg["seed"] + 2))
+
+
 def prepare_classifiers(cfg, log=print):
-    """Train and cache the oracle and the explained classifier of every pair (what ``run`` reuses)."""
+    """Train and cache the oracle and both classifiers of every pair (what ``run`` reuses)."""
     data = load_data(cfg)
     _, fit_s, cached = cached_classifier(cfg, "oracle", data["X_train"], data["y_train"], cfg["seed"] + 1)
     log(f"oracle: {'cached' if cached else f'{fit_s:.0f} s'}")
     for pair in cfg["pairs"]:
         labels = mixed_class_labels(data["y_train"], tuple(data["names"].index(p) for p in pair))
-        for role, seed in (("classifier", cfg["seed"]), ("independent", cfg["seed"] + 2)):
-            _, fit_s, cached = cached_classifier(cfg, f"{role} " + " + ".join(pair), data["X_train"], labels, seed)
+        for role, (_, fit_s, cached) in zip(("classifier", "independent"),
+                                            pair_classifiers(cfg, pair, data["X_train"], labels)):
             log(f"{role} {pair}: {'cached' if cached else f'{fit_s:.0f} s'}")
 
 
@@ -523,8 +527,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prepare", action="store_true", help="only train and cache the DiffAE")
     parser.add_argument("--prepare-classifiers", action="store_true",
-                        help="only train and cache the oracle and each pair's explained classifier (can run "
-                             "beside --prepare)")
+                        help="only train and cache the oracle and each pair's explained and independent "
+                             "classifiers (can run beside --prepare)")
     parser.add_argument("--quick", action="store_true", help="tiny smoke configuration")
     parser.add_argument("--train-budget-min", type=float, default=None)
     parser.add_argument("--length-curve", nargs="+", default=None, metavar="CKPT",

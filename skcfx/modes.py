@@ -84,12 +84,19 @@ def _kmeans(X, n_clusters, n_init, seed):
     if n_clusters == 1:
         return np.zeros(len(X), dtype=np.intp), X.mean(axis=0, keepdims=True)
     km = KMeans(n_clusters=n_clusters, n_init=n_init, random_state=seed).fit(X)
-    sizes = np.bincount(km.labels_, minlength=n_clusters)
-    # A stable sort keeps K-means' order among equal sizes, so results are reproducible.
-    order = np.argsort(-sizes, kind="stable")
+    labels, order = _by_size(km.labels_, n_clusters)
+    return labels, km.cluster_centers_[order]
+
+
+def _by_size(labels, n_clusters):
+    """Relabel clusters by decreasing size; returns the new labels and the old id of each new one.
+
+    A stable sort keeps the clustering's order among equal sizes, so results are reproducible.
+    """
+    order = np.argsort(-np.bincount(labels, minlength=n_clusters), kind="stable")
     rank = np.empty_like(order)
     rank[order] = np.arange(n_clusters)
-    return rank[km.labels_], km.cluster_centers_[order]
+    return rank[labels], order
 
 
 def _tied_gmm(X, n_clusters, n_init, seed):
@@ -121,11 +128,7 @@ def _tied_gmm(X, n_clusters, n_init, seed):
     labels = None if best is None else best.predict(X)
     if labels is None or np.bincount(labels, minlength=n_clusters).min() == 0:
         return _kmeans(X, n_clusters, n_init, seed)  # degenerate mixture: K-means' partition
-    sizes = np.bincount(labels, minlength=n_clusters)
-    order = np.argsort(-sizes, kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(n_clusters)
-    labels = rank[labels]
+    labels, _ = _by_size(labels, n_clusters)
     # Centres are the modes' means (what predict and the step search measure distances to).
     return labels, np.stack([X[labels == j].mean(axis=0) for j in range(n_clusters)])
 
