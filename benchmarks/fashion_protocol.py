@@ -30,6 +30,7 @@ Stages:
     python benchmarks/fashion_protocol.py [--methods difclue paper_alpha dime fastdime] [--n-queries 40]
     python benchmarks/fashion_protocol.py --quick
     python benchmarks/fashion_protocol.py --length-curve step2500.ckpt step5000.ckpt ...
+    python benchmarks/fashion_protocol.py --mode-recovery   # K-means vs the mixture, no decode
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ import signal
 import time
 
 import numpy as np
+from sklearn.metrics import adjusted_rand_score
 
 from _common import CACHE, RESULTS, edits_and_validity, load_or_fit, semantic_control, write_json
 from skcfx import CounterfactualExplainer, DiffAEEncoder, ModalDirectionFinder
@@ -404,6 +406,24 @@ def length_curve(cfg, checkpoints, log=print):
     return rows
 
 
+def mode_recovery(cfg, log=print):
+    """Mode recovery ARI of each pair under either clustering of ``ModalDirectionFinder`` (no decode)."""
+    data = load_data(cfg)
+    encoder, _ = load_encoder(cfg, data["X_train"], log)
+    Z = encoder.transform(data["X_train"])
+    rows = {}
+    for pair in cfg["pairs"]:
+        labels = mixed_class_labels(data["y_train"], tuple(data["names"].index(p) for p in pair))
+        positive = labels == 1
+        for clustering in ("kmeans", "gmm"):
+            finder = ModalDirectionFinder(n_modes=cfg["n_modes"], clustering=clustering, random_state=cfg["seed"])
+            finder.fit(Z, labels)
+            ari = float(adjusted_rand_score(data["y_train"][positive], finder.labels_[positive]))
+            rows[f"{' + '.join(pair)}: {clustering}"] = ari
+            log(f"{pair} {clustering}: ARI {ari:.3f}")
+    return {"n_steps": int(encoder.n_steps_), "ari": rows}
+
+
 def pair_classifiers(cfg, pair, X, labels):
     """The explained classifier and the independent one of a pair, each ``(clf, fit_s, cached)``."""
     name = " + ".join(pair)
@@ -533,6 +553,8 @@ def main():
     parser.add_argument("--train-budget-min", type=float, default=None)
     parser.add_argument("--length-curve", nargs="+", default=None, metavar="CKPT",
                         help="only measure semantic control at the steps of these copies of the training checkpoint")
+    parser.add_argument("--mode-recovery", action="store_true",
+                        help="only score how either clustering recovers each pair's two classes (ARI)")
     parser.add_argument("--time-architectures", action="store_true",
                         help="only time a training step of the candidate DiffAE networks")
     parser.add_argument("--methods", nargs="+", default=["difclue", "paper_alpha", "dime", "fastdime"],
@@ -556,6 +578,10 @@ def main():
         return
     if args.prepare_classifiers:
         prepare_classifiers(cfg)
+        return
+    if args.mode_recovery:
+        write_json("fashion_modes", {"settings": {k: cfg[k] for k in ("n_train", "seed", "n_modes")},
+                                     **mode_recovery(cfg)})
         return
     if args.length_curve:
         write_json("fashion_diffae_length", {"settings": {k: cfg[k] for k in ("n_train", "seed", "encoder")},

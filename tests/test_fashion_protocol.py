@@ -107,3 +107,8 @@ def test_prepare_goes_on_from_what_earlier_calls_reached(tmp_path, monkeypatch):
     cfg["encoder"]["max_steps"] = 9
     encoder, info = fp.load_encoder(cfg, X, log=lambda m: None)
     assert info["from_cache"] and encoder.n_steps_ == 7
+    # --mode-recovery scores both clusterings of every pair on that cached DiffAE
+    cfg["pairs"] = [list(p) for p in fp.PAIRS]
+    recovery = fp.mode_recovery(cfg, log=lambda m: None)
+    assert recovery["n_steps"] == 7 and len(recovery["ari"]) == 4
+    assert all(-1 <= v <= 1 for v in recovery["ari"].values())
