@@ -61,6 +61,12 @@ VARIANTS = {
     "no_mode_check": dict(n_modes=2, method=lambda: DifCluE(require_mode=False)),
     "paper_direction_no_mode_check": dict(n_modes=2, method=lambda: DifCluE(contrast="rest", require_mode=False)),
     "guidance_1": dict(n_modes=2, method=lambda: DifCluE(guidance_scale=1.0, max_decodes=2)),
+    # Latent guidance on every decode step, or on the noisiest half only (half the extra cost),
+    # instead of the default's guided retry of the failures only.
+    "guidance_2": dict(n_modes=2, method=lambda: DifCluE(guidance_scale=2.0, retry_guidance=0.0)),
+    "guidance_2_half": dict(n_modes=2, method=lambda: DifCluE(guidance_scale=2.0, guidance_interval=0.5,
+                                                             retry_guidance=0.0)),
+    "no_retry": dict(n_modes=2, method=lambda: DifCluE(retry_guidance=0.0)),
     "fixed_alpha_0.5": dict(n_modes=2, method=lambda: DifCluE(alpha=0.5, contrast="rest")),
     "fixed_alpha_1": dict(n_modes=2, method=lambda: DifCluE(alpha=1.0, contrast="rest")),
     "fixed_alpha_2": dict(n_modes=2, method=lambda: DifCluE(alpha=2.0, contrast="rest")),

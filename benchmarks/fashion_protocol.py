@@ -208,6 +208,10 @@ METHODS = {
     "difclue_far": (lambda cfg: DifCluE(alpha_max=32.0, max_decodes=6), True, False),
     # Extra row (not a default): every decode with the DiffAE's own 20 steps instead of DifCluE's 10.
     "difclue_decode_20": (lambda cfg: DifCluE(decode_steps=None), True, False),
+    # Extra rows (not defaults): no guided retry of the failures (the default before it), and
+    # latent guidance on every decode instead of the retry.
+    "difclue_no_retry": (lambda cfg: DifCluE(retry_guidance=0.0), True, False),
+    "difclue_guided": (lambda cfg: DifCluE(guidance_scale=2.0, retry_guidance=0.0), True, False),
     "dime": (lambda cfg: DiME(n_samples=cfg["n_samples"], **cfg["dime"]), False, True),
     "fastdime": (lambda cfg: FastDiME(n_samples=cfg["n_samples"], **cfg["fastdime"]), False, True),
     # The paper's comparator (not in the default list: ~11 min of traversal training per pair on a CPU).
@@ -551,6 +555,9 @@ def main():
                              "classifiers (can run beside --prepare)")
     parser.add_argument("--quick", action="store_true", help="tiny smoke configuration")
     parser.add_argument("--train-budget-min", type=float, default=None)
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="train the DiffAE to this many steps (default FULL['encoder']['max_steps']); "
+                             "not part of the cache key, so a later call with more steps goes on")
     parser.add_argument("--length-curve", nargs="+", default=None, metavar="CKPT",
                         help="only measure semantic control at the steps of these copies of the training checkpoint")
     parser.add_argument("--mode-recovery", action="store_true",
@@ -569,6 +576,8 @@ def main():
     for key in ("train_budget_min", "n_queries", "n_guided_queries"):
         if getattr(args, key) is not None:
             cfg[key] = getattr(args, key)
+    if args.max_steps is not None:
+        cfg["encoder"]["max_steps"] = args.max_steps
     if args.time_architectures:
         write_json("fashion_diffae_timing", {"rows": time_architectures(cfg, load_data(cfg)["X_train"]),
                                              "note": "one torch thread on the shared 2-core CPU, other jobs running"})
@@ -584,8 +593,14 @@ def main():
                                      **mode_recovery(cfg)})
         return
     if args.length_curve:
-        write_json("fashion_diffae_length", {"settings": {k: cfg[k] for k in ("n_train", "seed", "encoder")},
-                                             "rows": length_curve(cfg, args.length_curve)})
+        rows = length_curve(cfg, args.length_curve)
+        earlier = RESULTS / "fashion_diffae_length.json"
+        if earlier.is_file():  # the rows of other lengths measured earlier stay
+            new_steps = {r["n_steps"] for r in rows}
+            rows += [r for r in json.loads(earlier.read_text())["rows"] if r["n_steps"] not in new_steps]
+        settings = {k: cfg[k] for k in ("n_train", "seed", "encoder")}
+        settings["encoder"] = {k: v for k, v in settings["encoder"].items() if k != "max_steps"}
+        write_json("fashion_diffae_length", {"settings": settings, "rows": sorted(rows, key=lambda r: r["n_steps"])})
         return
     name = args.name or ("fashion_protocol_quick" if args.quick else "fashion_protocol")
     figure = CACHE / "fashion_protocol_quick.png" if args.quick else RESULTS / f"{name}.png"

@@ -124,6 +124,17 @@ PAIRS_RUNS = {
         "--pairs 1,7 0,6 --n-queries 100 --classifier resnet18:15 --variants kmeans,gmm "
         "--output difclue_digits_two_pairs_10000",
         "The two benchmark pairs with the stronger classifier, the 10000-step DiffAE, either clustering."),
+    "difclue_digits_all_pairs_guidance": (
+        "--pairs all --variants gmm,guidance_2,guidance_2_half,difclue --output difclue_digits_all_pairs_guidance",
+        "All 45 pairs, the ladder stopping each pair at its first accepted rung (same counterfactuals, fewer "
+        "calls): `gmm` without the guided retry (the default before), `difclue` with it (`retry_guidance='auto'`, "
+        "the default since), `guidance_2` / `guidance_2_half` latent guidance on every decode / on the noisiest "
+        "half of its steps instead."),
+    "difclue_digits_two_pairs_guidance": (
+        "--pairs 1,7 0,6 --n-queries 100 --classifier resnet18:15 --variants gmm,difclue "
+        "--output difclue_digits_two_pairs_guidance",
+        "The two benchmark pairs with the stronger classifier: `gmm` without the guided retry, `difclue` "
+        "with it (the default since)."),
 }
 
 
@@ -342,6 +353,7 @@ def main():
                      ("compare_methods", compare_section), ("latent_dropout_cost", dropout_section),
                      ("memory_explain", memory_section), ("shapes_protocol", shapes_section),
                      ("shapes_difclue_variants", shapes_variants_section),
+                     ("shapes_difclue_variants_guidance", shapes_variants_section),
                      ("shapes_difclue_variants_8000", lambda r: shapes_length_section(
                          [x for x in map(_load, SHAPES_LENGTHS) if x is not None and "semantic_control" in x])),
                      ("memory_fit", memory_fit_section), ("train_speed", train_speed_section),

@@ -37,6 +37,9 @@ VARIANTS = {
     "bracket_fallback": dict(search="bracket"),
     "decode_20": dict(decode_steps=None),
     "guidance_3": dict(guidance_scale=3.0),
+    "no_retry": dict(retry_guidance=0.0),
+    "guidance_2": dict(guidance_scale=2.0, retry_guidance=0.0),
+    "guidance_2_half": dict(guidance_scale=2.0, guidance_interval=0.5, retry_guidance=0.0),
     "paper_direction": dict(contrast="rest"),
     "no_mode_check": dict(require_mode=False),
 }

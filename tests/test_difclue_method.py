@@ -201,8 +201,10 @@ def test_scan_search_finds_an_accepted_step_within_its_budget(setting):
     method = _fit(DifCluE(search="scan", max_decodes=4, require_mode=False, contrast="rest"), setting)
     out = method.generate(context, x, targets)
     p = context.proba_model.torch_proba(out.counterfactuals.flatten(0, 1)).numpy()[:, 1]
-    assert out.info["mean_decodes"] == 4.0
-    assert out.n_function_evals == pytest.approx(len(x) * 5 + len(x) * 2 * 4 * method.decode_steps)
+    # a pair stops at its first accepted rung: fewer than the 4 rungs on average, counted exactly
+    assert 1.0 <= out.info["mean_decodes"] < 4.0
+    assert out.n_function_evals == pytest.approx(len(x) * 5 + len(x) * 2 * out.info["mean_decodes"]
+                                                 * method.decode_steps)
     # every kept step is accepted, and it is the smallest accepted one of the ladder
     assert out.info["accepted_rate"] == 1.0 and np.all(p >= method.target_confidence - 1e-6)
     expected = _flip_step(setting, method.target_confidence)
@@ -287,3 +289,73 @@ def test_scan_extension_doubles_past_a_short_ladder_until_accepted(setting):
     assert doublings.min() > 2 and out.info["accepted_rate"] == 0.0 and out.info["mean_decodes"] == 3.0
     with pytest.raises(ValueError, match="extend_decodes"):
         _fit(DifCluE(extend_decodes=-1), setting)
+
+
+def test_scan_decodes_each_rung_only_for_pairs_not_yet_accepted(setting, monkeypatch):
+    # Stopping a pair at its first accepted rung returns what the whole ladder would (the smallest
+    # accepted step); every rung is one batched decode of the pairs still searching.
+    context, _, _, x = setting
+    targets = np.ones((len(x), 1), dtype=int)
+    kwargs = dict(search="scan", max_decodes=4, require_mode=False, contrast="rest", fallback=None,
+                  extend_decodes=0)
+    method = _fit(DifCluE(**kwargs), setting)
+    finder = context.direction_finder
+    needed = THRESHOLD + math.log(method.target_confidence / (1 - method.target_confidence)) / SLOPE
+
+    def propose(zs, w, tgt, dirs=None):
+        # each slot's exact accepted step (see _flip_step), times 0.51 for every other slot (its
+        # fourth rung, 1.02x, is the first accepted) and 1.01 for the rest (third rung, 1.27x)
+        z0 = finder.mean_[0] + finder.scale_[0] * zs[:, 0]
+        exact = (needed - z0) / (finder.scale_[0] * math.sqrt(LATENT_DIM) * w[:, 0])
+        return np.where(np.arange(len(w)) % 2 == 0, 0.51, 1.01) * exact
+
+    monkeypatch.setattr(method, "_propose", propose)
+    sizes = []
+    decode = context.model.decode
+    monkeypatch.setattr(context.model, "decode", lambda z, *a, **k: sizes.append(len(z)) or decode(z, *a, **k),
+                        raising=False)
+    out = method.generate(context, x, targets)
+    n = out.alphas.size
+    assert out.info["accepted_rate"] == 1.0
+    assert sizes == [n, n, n, n // 2]
+    order = np.argsort(out.mode_ids, axis=1)
+    ratio = np.take_along_axis(out.alphas, order, axis=1) / _flip_step(setting, method.target_confidence)
+    np.testing.assert_allclose(np.sort(ratio.ravel()), np.r_[np.full(n // 2, 1.02), np.full(n // 2, 1.01 * 2 ** (1 / 3))])
+    assert out.info["mean_decodes"] == pytest.approx(3.5)
+
+
+class _WeakLatentModel(_ExactModel):
+    """Unguided decodes carry only 40% of the edit (the inverted noise pulls back); guided ones,
+    at any scale > 0, the whole edit. Guided steps cost two denoiser calls."""
+
+    has_null_latent = True
+
+    def decode(self, z, x_T, n_steps, *, guidance_scale=0.0, counter=None, start_index=None, **_):
+        if counter is not None:
+            counter.add(z.shape[0] * n_steps * (2 if guidance_scale > 0 else 1))
+        out = x_T.clone().flatten(1)
+        out[:, :LATENT_DIM] = z if guidance_scale > 0 else x_T.flatten(1)[:, :LATENT_DIM] + 0.4 * (
+            z - x_T.flatten(1)[:, :LATENT_DIM])
+        return out.reshape(x_T.shape).clamp(-1, 1)
+
+
+def test_retry_guidance_searches_the_failures_again_with_guided_decodes(setting):
+    context, Z, y, x = setting
+    weak = ExplainContext(**{**context.__dict__, "model": _WeakLatentModel()})
+    targets = np.ones((len(x), 1), dtype=int)
+    kwargs = dict(search="scan", max_decodes=2, extend_decodes=0, require_mode=False, contrast="rest",
+                  fallback=None, alpha_max=1.0)
+    plain = DifCluE(**kwargs, retry_guidance=0.0).fit(weak, Z, y).generate(weak, x, targets)
+    assert plain.info["accepted_rate"] == 0.0 and plain.info["retry_rate"] == 0.0
+    method = DifCluE(**kwargs).fit(weak, Z, y)  # retry_guidance='auto'
+    out = method.generate(weak, x, targets)
+    assert out.info["retry_rate"] == 1.0 and out.info["accepted_rate"] == 1.0
+    n_slots = out.alphas.size
+    # inversion, the 2 unguided rungs for every slot, then guided rungs (2 calls per step) until accepted
+    guided_decodes = out.info["mean_decodes"] - 2
+    assert 1 <= guided_decodes <= 2 and out.info["mean_guided_decodes"] == pytest.approx(guided_decodes)
+    assert out.n_function_evals == pytest.approx(len(x) * 5 + n_slots * method.decode_steps * (2 + 2 * guided_decodes))
+    # the guided retry lands where the exact model would: the smallest accepted rung
+    expected = _flip_step(setting, 0.9)
+    order = np.argsort(out.mode_ids, axis=1)
+    assert np.all(np.take_along_axis(out.alphas, order, axis=1) >= expected - 1e-6)

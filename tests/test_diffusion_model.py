@@ -52,6 +52,30 @@ def test_counts_denoiser_evaluations_exactly():
     assert (counter.n_calls, counter.n_samples) == (9, 27)
     model.decode(z, x_T, 4, counter=counter, guidance_scale=1.0)  # both branches in one call
     assert (counter.n_calls, counter.n_samples) == (13, 51)
+    model.decode(z, x_T, 4, counter=counter, guidance_scale=1.0, guidance_steps=1)  # 1 of 4 steps guided
+    assert (counter.n_calls, counter.n_samples) == (17, 66)
+
+
+def test_guidance_steps_guide_the_noisy_start_of_the_chain_only():
+    model = DiffAE(_net())
+    x = _images(2)
+    z = model.encode(x)
+    x_T = model.invert(x, z, 4)
+    z_edit = z + 0.5
+    plain = model.decode(z_edit, x_T, 4)
+    full = model.decode(z_edit, x_T, 4, guidance_scale=2.0)
+    assert torch.equal(model.decode(z_edit, x_T, 4, guidance_scale=2.0, guidance_steps=4), full)
+    assert torch.equal(model.decode(z_edit, x_T, 4, guidance_scale=2.0, guidance_steps=0), plain)
+    seen = []
+    hook = model.net.register_forward_pre_hook(lambda module, args, kwargs: seen.append(
+        (int(args[1].max()), len(args[0]))), with_kwargs=True)
+    half = model.decode(z_edit, x_T, 4, guidance_scale=2.0, guidance_steps=2)
+    hook.remove()
+    # the two noisiest steps see the doubled (guided) batch, the last two the plain one
+    assert [n for _, n in seen] == [4, 4, 2, 2] and seen[0][0] > seen[-1][0]
+    assert not torch.allclose(half, plain) and not torch.allclose(half, full)
+    with pytest.raises(ValueError, match="guidance_steps"):
+        model.decode(z_edit, x_T, 4, guidance_scale=2.0, guidance_steps=5)
 
 
 def test_schedule_follows_the_configured_T():

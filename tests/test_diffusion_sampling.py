@@ -320,6 +320,19 @@ def test_latent_guidance_extrapolates_from_the_null_latent_in_one_call():
         LatentGuidedDenoiser(model, lambda n: None, scale=-1.0)
 
 
+def test_latent_guidance_only_at_timesteps_from_min_t():
+    def model(x_t, t, cond):
+        return torch.zeros_like(x_t) + cond[:, :1, None, None]
+
+    counting = CountingDenoiser(model)
+    guided = LatentGuidedDenoiser(counting, lambda n: torch.full((n, 2), -1.0), scale=2.0, min_t=500)
+    x, cond = torch.zeros(2, 1, 2, 2), torch.tensor([[1.0, 0.0], [2.0, 0.0]])
+    noisy = guided(x, torch.full((2,), 700), cond=cond)  # guided: 2n samples
+    assert torch.allclose(noisy[:, 0, 0, 0], cond[:, 0] + 2.0 * (cond[:, 0] + 1.0)) and counting.n_samples == 4
+    clean = guided(x, torch.full((2,), 100), cond=cond)  # below min_t: the plain conditional call
+    assert torch.allclose(clean[:, 0, 0, 0], cond[:, 0]) and counting.n_samples == 6
+
+
 # ---------------------------------------------------------------------------
 # The guided sampler (DiME / FastDiME)
 

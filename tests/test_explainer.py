@@ -10,6 +10,7 @@ from sklearn.linear_model import LogisticRegression
 
 from skcfx import CounterfactualExplainer, CounterfactualExplanation, ModalDirectionFinder
 from skcfx.methods import DifCluE
+from skcfx.methods.difclue import AUTO_GUIDANCE_SCALE
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +69,12 @@ def test_nfe_is_bounded(explainer, task, fitted_tiny_encoder):
     e = explainer.explain(Xq[:4])
     enc, steps = fitted_tiny_encoder, explainer.method_.decode_steps
     # inversion shared by the query's 2 modes + at most max_decodes decodes per counterfactual,
-    # plus the extension's and the fallback's for the counterfactuals the ladder did not get accepted
+    # plus the extension's and the fallback's for the counterfactuals the ladder did not get accepted,
+    # and all of them again, guided (two calls per step), for what is still not accepted
     method = explainer.method_
-    upper = enc.encode_steps / 2 + (method.max_decodes + method.extend_decodes + method.fallback_decodes) * steps
+    one_pass = (method.max_decodes + method.extend_decodes + method.fallback_decodes) * steps
+    guided = 2 if method.resolved_retry_guidance(enc.model_) > 0 else 0
+    upper = enc.encode_steps / 2 + one_pass * (1 + guided)
     assert steps <= e.n_function_evals <= upper + 1e-9
 
 
@@ -272,6 +276,17 @@ def test_latent_guidance_needs_a_null_latent(task, tiny_encoder_factory, digits8
     with pytest.raises(ValueError, match="latent_dropout"):
         CounterfactualExplainer(encoder=encoder, classifier=pixel_classifier,
                                 method=DifCluE(guidance_scale=1.0)).fit(X, y)
+    with pytest.raises(ValueError, match="latent_dropout"):
+        CounterfactualExplainer(encoder=encoder, classifier=pixel_classifier,
+                                method=DifCluE(retry_guidance=2.0)).fit(X, y)
+    # the default retry ('auto') is off where there is no null latent to guide against
+    method = DifCluE()
+    assert method.retry_guidance == "auto"
+    e = CounterfactualExplainer(encoder=encoder, classifier=pixel_classifier, method=method,
+                                random_state=0).fit(X, y).explain(X[:2])
+    assert e.info["retry_rate"] == 0.0
+    assert method.resolved_retry_guidance(encoder.model_) == 0.0
+    assert method.resolved_retry_guidance(type("WithNull", (), {"has_null_latent": True})()) == AUTO_GUIDANCE_SCALE
 
 
 def test_require_mode_accepts_only_counterfactuals_that_reencode_to_their_mode(task, fitted_tiny_encoder):
@@ -434,7 +449,7 @@ def test_counterfactual_is_the_decode_of_the_reported_step(task, fitted_tiny_enc
 
 def test_scan_search_with_mode_bound_end_to_end(task, fitted_tiny_encoder, pixel_classifier):
     X, y, Xq, _ = task
-    method = DifCluE(max_decodes=3, search="scan", mode_bound=0.05, fallback=None, extend_decodes=0)
+    method = DifCluE(max_decodes=3, search="scan", mode_bound=0.05, fallback=None, extend_decodes=0, retry_guidance=0.0)
     ex = CounterfactualExplainer(encoder=fitted_tiny_encoder, classifier=pixel_classifier,
                                  method=method, random_state=0).fit(X, y)
     out = ex.explain(Xq[:6])

@@ -153,7 +153,7 @@ class DiffAE:
         # Below the counter, so that recomputation in the backward pass is not counted.
         return torch.utils.checkpoint.checkpoint(self.eps, x_t, t, cond, use_reentrant=False)
 
-    def denoiser(self, counter=None, *, unconditional=False, guidance_scale=0.0, checkpoint=False):
+    def denoiser(self, counter=None, *, unconditional=False, guidance_scale=0.0, checkpoint=False, guidance_min_t=0):
         """An ``eps_model(x_t, t, **extra_args)`` callable for the samplers.
 
         Parameters
@@ -165,6 +165,8 @@ class DiffAE:
         guidance_scale : float, default=0.0
             Classifier-free guidance on ``cond`` against the null latent
             (:class:`~skcfx.diffusion.sampling.LatentGuidedDenoiser`); doubles the evaluations.
+        guidance_min_t : int, default=0
+            Guide only at original timesteps ``>= guidance_min_t`` (the noisy part of a chain).
         checkpoint : bool, default=False
             Recompute the network's activations in the backward pass instead of storing them
             (``torch.utils.checkpoint``); recomputations are not counted.
@@ -177,7 +179,7 @@ class DiffAE:
             counted = model
             return lambda x_t, t, **_: counted(x_t, t, cond=None)
         if guidance_scale > 0:
-            return LatentGuidedDenoiser(model, self.net.null_cond, guidance_scale)
+            return LatentGuidedDenoiser(model, self.net.null_cond, guidance_scale, min_t=guidance_min_t)
         return model
 
     def encode(self, x_0, *, requires_grad=False):
@@ -198,8 +200,8 @@ class DiffAE:
         return invert_ddim(self.denoiser(counter), x_0, self.schedule(n_steps), extra_args={"cond": z},
                            stop_index=stop_index)
 
-    def decode(self, z, x_T, n_steps, *, guidance_scale=0.0, counter=None, requires_grad=False,
-               checkpoint=False, start_index=None):
+    def decode(self, z, x_T, n_steps, *, guidance_scale=0.0, guidance_steps=None, counter=None,
+               requires_grad=False, checkpoint=False, start_index=None):
         """DDIM decoding of ``(z, x_T)`` into images in [-1, 1].
 
         Parameters
@@ -210,6 +212,9 @@ class DiffAE:
             DDIM steps.
         guidance_scale : float, default=0.0
             Classifier-free guidance on ``z`` (see :meth:`denoiser`).
+        guidance_steps : int or None, default=None
+            Guide only the first (noisiest) ``guidance_steps`` steps of the ``n_steps`` chain;
+            None: all of them.
         counter : NFECounter or None, default=None
         requires_grad : bool, default=False
             Keep the autograd graph through every step, so the result is differentiable with
@@ -221,7 +226,15 @@ class DiffAE:
             Start part-way down the chain, from x at ``alpha_bar[start_index]`` of the
             ``n_steps`` schedule (what :meth:`invert` with ``stop_index`` returns); None: from x_T.
         """
-        model = self.denoiser(counter, guidance_scale=guidance_scale, checkpoint=checkpoint and requires_grad)
-        x_0 = sample_ddim(model, x_T, self.schedule(n_steps), extra_args={"cond": z}, requires_grad=requires_grad,
+        schedule = self.schedule(n_steps)
+        min_t = 0
+        if guidance_steps is not None:
+            if not 0 <= guidance_steps <= n_steps:
+                raise ValueError(f"guidance_steps must be in [0, n_steps={n_steps}], got {guidance_steps}.")
+            # timesteps ascend: the guided ones are the last guidance_steps (none when 0)
+            min_t = int(schedule.timesteps[n_steps - guidance_steps]) if guidance_steps else self.T + 1
+        model = self.denoiser(counter, guidance_scale=guidance_scale, checkpoint=checkpoint and requires_grad,
+                              guidance_min_t=min_t)
+        x_0 = sample_ddim(model, x_T, schedule, extra_args={"cond": z}, requires_grad=requires_grad,
                           start_index=start_index)
         return x_0.clamp(-1, 1)

@@ -451,17 +451,22 @@ class LatentGuidedDenoiser:
         ``null_cond(n) -> (n, latent_dim)`` null latents (e.g. ``DiffAENet.null_cond``).
     scale : float
         Guidance scale (>= 0).
+    min_t : int, default=0
+        Guide only the calls whose (original) timesteps are all ``>= min_t``: the noisy part of
+        a chain, where the layout is decided (guidance in a limited interval, Kynkaenniemi et al.
+        2024); later calls are plain conditional ones and cost ``n``, not ``2n``.
     """
 
-    def __init__(self, eps_model, null_cond, scale):
+    def __init__(self, eps_model, null_cond, scale, min_t=0):
         if scale < 0:
             raise ValueError(f"scale must be >= 0, got {scale}.")
         self.eps_model = eps_model
         self.null_cond = null_cond
         self.scale = float(scale)
+        self.min_t = int(min_t)
 
     def __call__(self, x_t, t, cond):
-        if self.scale == 0:
+        if self.scale == 0 or int(torch.as_tensor(t).min()) < self.min_t:
             return self.eps_model(x_t, t, cond=cond)
         n = x_t.shape[0]
         t = torch.as_tensor(t, device=x_t.device)

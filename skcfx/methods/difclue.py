@@ -68,6 +68,17 @@ Three choices for validity and realism, each measured side by side with the defa
   benchmark pairs 1/7 and 0/6 (resnet18, 100 queries) flip 0.99 / 0.995 vs 0.985 / 0.99 at the
   same conversion.
 
+* ``retry_guidance='auto'`` (the default since it was measured): what neither the search nor the
+  fallback got accepted is searched and walked again with classifier-free guidance on the edited
+  latent (scale 2). Where a DiffAE's latent decides little of what a decode shows, the query's
+  inverted noise overrules the edit; guidance makes the decode follow the latent. Fashion-MNIST
+  (``benchmarks/fashion_protocol.py``, 15000-step DiffAE, 2 pairs, 30 queries): percent conversion
+  0.925 vs 0.80, flip rate 0.975 vs 0.825, at 123 vs 69 denoiser calls. All 45 digit pairs:
+  0.960 vs 0.959, flip 0.997 vs 0.996 at 37.1 vs 36.2 calls; shapes: unchanged (conversion 0.992,
+  FID 66) for 0.6 more calls. Guiding every decode instead (``guidance_scale=2``) converts as
+  well on Fashion-MNIST but costs realism where the latent already rules (shapes FID 83.5 vs
+  66.1) and 1.8x the calls on digits.
+
 * ``mode_bound=q`` (off by default: with the scan it lowered the flip rate on both benchmark
   pairs): the edit may not push any standardised latent coordinate beyond the ``[q, 1 - q]`` quantiles of the target mode's training latents (a per-dimension box), unless the
   query itself already lies beyond it there (then that coordinate may not move further out).
@@ -88,7 +99,10 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from ..diffusion.sampling import NFECounter
 from .base import CounterfactualMethod, MethodOutput, layout_slots, register_method
 
-__all__ = ["DifCluE"]
+__all__ = ["DifCluE", "AUTO_GUIDANCE_SCALE"]
+
+#: The latent guidance scale of ``DifCluE(retry_guidance='auto')`` on an encoder with a null latent.
+AUTO_GUIDANCE_SCALE = 2.0
 
 
 @register_method
@@ -123,6 +137,19 @@ class DifCluE(CounterfactualMethod):
         latent (``eps_z + s * (eps_z - eps_null)``): the decode follows the edited latent more and
         the query's inverted noise less. Each decode then costs two denoiser calls per step. Needs
         an encoder trained with ``latent_dropout > 0``. 0 disables it.
+    retry_guidance : float >= 0 or 'auto', default='auto'
+        ``alpha='auto'`` only: the counterfactuals that neither the search nor the ``fallback``
+        got accepted are searched again (same proposal, same ladder and extension), then walked by
+        the fallback again, with every decode guided at this scale. Guidance costs only where the
+        unguided decodes failed: where the inverted noise overrules the latent (a DiffAE whose
+        latent decides little of what a decode shows), not where the latent already rules (there
+        guidance on every decode cost realism). ``'auto'``: ``AUTO_GUIDANCE_SCALE`` (2.0) when the
+        encoder has a null latent (``DiffAEEncoder``'s default ``latent_dropout=0.1``), else 0
+        (off; e.g. a published checkpoint trained without latent dropout).
+    guidance_interval : float in (0, 1], default=1.0
+        Share of each decode's steps that are guided, the noisiest first: the query's inverted
+        noise fixes the layout early in the chain, which is where the latent needs the help; the
+        later steps run unguided and cost one denoiser call instead of two.
     decode_steps : int, default=10
         DDIM decoding steps of each decode (``None``: the encoder's ``decode_steps``). 10 steps
         keep a 16 px digit's reconstruction error at 0.019 ([-1, 1] units; 0.005 with 20) and
@@ -148,7 +175,8 @@ class DifCluE(CounterfactualMethod):
         How ``alpha='auto'`` spends its ``max_decodes`` decodes. ``'bracket'``: from the
         surrogate's proposal, double until accepted, then bisect (assumes the classifier, once
         flipped, stays flipped further along). ``'scan'``: decode a geometric ladder of steps
-        from half to twice the proposal at once and keep the smallest accepted one; failing that
+        from half to twice the proposal, smallest first, and keep the smallest accepted one (a
+        pair stops at its first accepted rung; each rung is one batched decode); failing that
         the smallest that flips; failing that the step with the highest target probability (not
         the largest: far along a direction the decode leaves the data and the classifier often
         flips back).
@@ -209,6 +237,8 @@ class DifCluE(CounterfactualMethod):
         "overshoot": [Interval(numbers.Real, 1, None, closed="left")],
         "target_confidence": [Interval(numbers.Real, 0.5, 1, closed="left")],
         "guidance_scale": [Interval(numbers.Real, 0, None, closed="left")],
+        "retry_guidance": [StrOptions({"auto"}), Interval(numbers.Real, 0, None, closed="left")],
+        "guidance_interval": [Interval(numbers.Real, 0, 1, closed="right")],
         "decode_steps": [Interval(numbers.Integral, 1, 1000, closed="both"), None],
         "require_mode": ["boolean"],
         "contrast": [StrOptions({"source", "rest"})],
@@ -222,7 +252,8 @@ class DifCluE(CounterfactualMethod):
     }
 
     def __init__(self, alpha="auto", *, max_decodes=4, alpha_max=8.0, grid_size=64, margin=1.5,
-                 target_confidence=0.9, overshoot=1.0, guidance_scale=0.0, decode_steps=10,
+                 target_confidence=0.9, overshoot=1.0, guidance_scale=0.0, guidance_interval=1.0, retry_guidance="auto",
+                 decode_steps=10,
                  require_mode=True, contrast="source", n_source_modes=16, mode_bound=None,
                  search="scan", fallback="centre", fallback_decodes=2, extend_decodes=3, edit_depth=1.0):
         self.alpha = alpha
@@ -233,6 +264,8 @@ class DifCluE(CounterfactualMethod):
         self.target_confidence = target_confidence
         self.overshoot = overshoot
         self.guidance_scale = guidance_scale
+        self.guidance_interval = guidance_interval
+        self.retry_guidance = retry_guidance
         self.decode_steps = decode_steps
         self.require_mode = require_mode
         self.contrast = contrast
@@ -244,10 +277,17 @@ class DifCluE(CounterfactualMethod):
         self.extend_decodes = extend_decodes
         self.edit_depth = edit_depth
 
+    def resolved_retry_guidance(self, model):
+        """The retry's guidance scale with ``model`` (``'auto'`` resolved, see ``retry_guidance``)."""
+        if self.retry_guidance == "auto":
+            return AUTO_GUIDANCE_SCALE if getattr(model, "has_null_latent", False) else 0.0
+        return float(self.retry_guidance)
+
     @property
     def needs_unconditional(self):
         """Guidance needs the encoder's null latent (the explainer checks it before fitting)."""
-        return isinstance(self.guidance_scale, numbers.Real) and self.guidance_scale > 0
+        explicit = [v for v in (self.guidance_scale, self.retry_guidance) if isinstance(v, numbers.Real)]
+        return any(v > 0 for v in explicit)
 
     # ------------------------------------------------------------------ fitting
     def fit(self, context, Z, y_classifier):
@@ -409,6 +449,7 @@ class DifCluE(CounterfactualMethod):
             start_index = max(start_index, 1)
             x_T = model.invert(x_0, z, decode_steps, counter=counter, stop_index=start_index)
 
+        guidance_steps = max(1, int(np.ceil(self.guidance_interval * decode_steps - 1e-9)))
         triples = self._slots(finder, targets, class_of_index)
         q = np.array([t[0] for t in triples], dtype=np.int64)
         tgt = np.array([t[1] for t in triples], dtype=np.int64)
@@ -418,26 +459,35 @@ class DifCluE(CounterfactualMethod):
         zs = (zq.cpu().numpy().astype(np.float64) - finder.mean_) / finder.scale_
         w = self._directions(finder, zs, dirs)
 
-        def decode(alphas, idx=None, directions=None):
-            # Decode the pairs ``idx`` at their steps (counted) along their mode directions (or
-            # along ``directions``, one per pair of ``idx``: the fallback); returns images and rank.
-            # rank 2: accepted; 1: the classifier predicts the target but the step is not
-            # accepted (confidence or mode check); 0: the classifier does not flip.
-            idx = np.arange(len(tgt)) if idx is None else idx
-            step_dirs = w[idx] if directions is None else directions
-            edited = self._edit(finder, zq[idx], step_dirs, alphas[idx], dirs[idx])
-            images = model.decode(edited, xq[idx], decode_steps, guidance_scale=self.guidance_scale,
-                                  counter=counter, start_index=start_index)
-            p = proba.torch_proba(images).detach().cpu().numpy()
-            p_target = p[np.arange(len(idx)), tgt[idx]]
-            flipped = p.argmax(axis=1) == tgt[idx]
-            accepted = flipped & (p_target >= self.target_confidence)
-            if self.require_mode:
-                # The encoder pass is not a denoiser call, so it does not count towards the NFE.
-                z_cf = model.encode(images)
-                accepted &= finder.predict(z_cf.detach().cpu().numpy().astype(np.float64)) == dirs[idx]
-            self._last_p_target = p_target  # read by the scan search (its fallback)
-            return images, flipped.astype(np.int8) + accepted
+        guided_decodes = np.zeros(len(tgt))  # decodes with latent guidance (two calls per guided step)
+
+        def decoder(guidance_scale):
+            def decode(alphas, idx=None, directions=None):
+                # Decode the pairs ``idx`` at their steps (counted) along their mode directions (or
+                # along ``directions``, one per pair of ``idx``: the fallback); returns images and
+                # rank. rank 2: accepted; 1: the classifier predicts the target but the step is not
+                # accepted (confidence or mode check); 0: the classifier does not flip.
+                idx = np.arange(len(tgt)) if idx is None else idx
+                if guidance_scale > 0:
+                    guided_decodes[idx] += 1
+                step_dirs = w[idx] if directions is None else directions
+                edited = self._edit(finder, zq[idx], step_dirs, alphas[idx], dirs[idx])
+                images = model.decode(edited, xq[idx], decode_steps, guidance_scale=guidance_scale,
+                                      guidance_steps=guidance_steps, counter=counter, start_index=start_index)
+                p = proba.torch_proba(images).detach().cpu().numpy()
+                p_target = p[np.arange(len(idx)), tgt[idx]]
+                flipped = p.argmax(axis=1) == tgt[idx]
+                accepted = flipped & (p_target >= self.target_confidence)
+                if self.require_mode:
+                    # The encoder pass is not a denoiser call, so it does not count towards the NFE.
+                    z_cf = model.encode(images)
+                    accepted &= finder.predict(z_cf.detach().cpu().numpy().astype(np.float64)) == dirs[idx]
+                self._last_p_target = p_target  # read by the scan search (its fallback)
+                return images, flipped.astype(np.int8) + accepted
+
+            return decode
+
+        decode = decoder(self.guidance_scale)
 
         if self.alpha != "auto":
             alphas = np.full(len(triples), float(self.alpha))
@@ -460,12 +510,52 @@ class DifCluE(CounterfactualMethod):
         if self.alpha == "auto" and self.fallback is not None and len(triples):
             best, alphas, rank, fallback_used = self._fallback(zs, dirs, decode, best, alphas, rank, n_decodes)
 
+        # What neither the search nor the fallback got accepted: both again, with guided decodes.
+        retried = np.zeros(len(triples), dtype=bool)
+        retry_scale = self.resolved_retry_guidance(model)
+        if self.alpha == "auto" and retry_scale > 0 and len(triples):
+            guided = decoder(retry_scale)
+            best, alphas, rank, retried = self._retry(zs, w, tgt, dirs, guided, best, alphas, rank, n_decodes)
+            if self.fallback is not None:
+                best, alphas, rank, used = self._fallback(zs, dirs, guided, best, alphas, rank, n_decodes)
+                fallback_used |= used
+
         cfs, cf_target, out_alpha, mode_ids = layout_slots(x_0, q, best, tgt, alphas, dirs)
         info = {"mean_decodes": float(np.mean(n_decodes)) if len(n_decodes) else 0.0,
+                "mean_guided_decodes": float(np.mean(guided_decodes)) if len(n_decodes) else 0.0,
                 # share of counterfactuals whose step passed every check (confidence, mode)
                 "accepted_rate": float(np.mean(rank == 2)) if len(rank) else 0.0,
+                "retry_rate": float(np.mean(retried)) if len(rank) else 0.0,
                 "fallback_rate": float(np.mean(fallback_used)) if len(rank) else 0.0}
         return MethodOutput(cfs, cf_target, out_alpha, mode_ids, float(counter.n_samples), info)
+
+    def _retry(self, zs, w, tgt, dirs, decode, best, alphas, rank, n_decodes):
+        """Search again, with ``decode`` (guided), for the pairs not accepted (see ``retry_guidance``).
+
+        Returns ``(best, alphas, rank, retried)``; a retry's result replaces the first search's
+        only where its rank is higher. ``n_decodes`` is updated in place.
+        """
+        failed = np.flatnonzero(rank < 2)
+        retried = np.zeros(len(rank), dtype=bool)
+        if failed.size == 0:
+            return best, alphas, rank, retried
+        retried[failed] = True
+
+        def decode_failed(alpha, idx):  # the search's indices are into ``failed``
+            full = np.zeros(len(rank))
+            full[failed[idx]] = alpha[idx]
+            return decode(full, failed[idx])
+
+        search = self._scan if self.search == "scan" else self._search
+        images, new_alpha, new_rank, new_decodes = search(zs[failed], w[failed], tgt[failed], decode_failed,
+                                                          dirs[failed])
+        n_decodes[failed] += new_decodes
+        better = new_rank > rank[failed]
+        rows = failed[better]
+        best[torch.as_tensor(rows, device=best.device)] = images[torch.as_tensor(better, device=images.device)]
+        alphas[rows] = new_alpha[better]
+        rank[rows] = new_rank[better]
+        return best, alphas, rank, retried
 
     def _fallback(self, zs, dirs, decode, best, alphas, rank, n_decodes):
         """Walk the failed counterfactuals' latents towards a point of their mode (see ``fallback``).
@@ -508,7 +598,7 @@ class DifCluE(CounterfactualMethod):
         return best, alphas, rank, used
 
     def _scan(self, zs, w, tgt, decode, dirs=None):
-        """Geometric ladder ``proposal * 2 ** linspace(-1, 1, max_decodes)`` decoded at once, then
+        """Geometric ladder ``proposal * 2 ** linspace(-1, 1, max_decodes)``, smallest rung first, then
         up to ``extend_decodes`` doublings for what no rung got accepted (see ``search``)."""
         m = len(w)
         proposal = self._propose(zs, w, tgt, dirs)
@@ -536,9 +626,14 @@ class DifCluE(CounterfactualMethod):
             best_alpha[rows] = alpha[rows]
             best_key[rows, 0], best_key[rows, 1] = rank[replace], tie[replace]
 
-        everyone = np.arange(m)
+        # Rungs in ascending order, each decoded only for the pairs no smaller rung got accepted:
+        # the same result as decoding the whole ladder (the smallest accepted step wins), for
+        # fewer decodes.
         for f in factors:
-            keep(everyone, np.minimum(proposal * f, self.alpha_max))
+            idx = np.flatnonzero(best_key[:, 0] < 2)
+            if idx.size == 0:
+                break
+            keep(idx, np.minimum(proposal * f, self.alpha_max))
         # The surrogate's proposal can fall far short (its linear model of the classifier
         # saturates): keep doubling past the ladder's top for what is still not accepted.
         step = np.minimum(proposal * factors[-1], self.alpha_max)
