@@ -61,7 +61,7 @@ FULL = dict(
     # The library defaults, spelled out (DiffAEEncoder() with random_state=0); at 28 px
     # architecture='auto' is the tiny16 layout (width 16, levels 28 and 14, attention at 14,
     # latent 32, 0.19M parameters).
-    encoder=dict(max_steps=10000, batch_size=64, learning_rate=1e-3, latent_dropout=0.1,
+    encoder=dict(max_steps=20000, batch_size=64, learning_rate=1e-3, latent_dropout=0.1,
                  encode_steps=20, decode_steps=20),
     # Wall-time limit of one --prepare call (None: train to max_steps); later calls go on.
     train_budget_min=None,
@@ -450,7 +450,14 @@ def prepare_classifiers(cfg, log=print):
 def run(cfg, methods, log=print, figure_path=None):
     start = time.perf_counter()
     data = load_data(cfg)
-    encoder, enc_info = load_encoder(cfg, data["X_train"], log)
+    if cfg.get("encoder_file"):
+        encoder = DiffAEEncoder.load(cfg["encoder_file"])
+        enc_info = {"n_steps": int(encoder.n_steps_), "from_cache": True, "path": str(cfg["encoder_file"])}
+        meta = os.path.splitext(cfg["encoder_file"])[0] + ".json"  # its training time, when saved beside it
+        if os.path.isfile(meta):
+            enc_info.update({k: v for k, v in json.loads(open(meta).read()).items() if k != "n_steps"})
+    else:
+        encoder, enc_info = load_encoder(cfg, data["X_train"], log)
     oracle, oracle_s, oracle_cached = cached_classifier(cfg, "oracle", data["X_train"], data["y_train"],
                                                         cfg["seed"] + 1)
     oracle_acc = float(np.mean(oracle.predict(data["X_test"]) == data["y_test"]))
@@ -570,6 +577,9 @@ def main():
     parser.add_argument("--n-guided-queries", type=int, default=None)
     parser.add_argument("--pairs", nargs="+", default=None, help='e.g. "Ankle boot,T-shirt/top"')
     parser.add_argument("--name", default=None, help="JSON name (default fashion_protocol[_quick])")
+    parser.add_argument("--encoder-file", default=None,
+                        help="run the protocol on this saved DiffAE instead of the cached one (e.g. "
+                             "benchmarks/checkpoints/fashion_encoder_28px_10000steps.pt, the 10000-step one)")
     args = parser.parse_args()
     cfg = copy.deepcopy(QUICK if args.quick else FULL)
     cfg["pairs"] = [tuple(p.split(",")) for p in args.pairs] if args.pairs else [list(p) for p in PAIRS]
@@ -604,6 +614,7 @@ def main():
         return
     name = args.name or ("fashion_protocol_quick" if args.quick else "fashion_protocol")
     figure = CACHE / "fashion_protocol_quick.png" if args.quick else RESULTS / f"{name}.png"
+    cfg["encoder_file"] = args.encoder_file
     result = run(cfg, args.methods, log=lambda m: print(m, flush=True), figure_path=figure)
     result["readme_lines"] = readme_lines(result)
     write_json(name, result)

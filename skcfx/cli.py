@@ -1,6 +1,6 @@
 """The ``skcfx`` command line: train a diffusion autoencoder, explain a classifier, write a report.
 
-    skcfx train FOLDER -o encoder.pt [--image-size 32] [--max-steps 10000]
+    skcfx train FOLDER -o encoder.pt [--image-size 32] [--max-steps 20000]
     skcfx explain --encoder encoder.pt --classifier CLASSIFIER --train FOLDER IMAGE_OR_FOLDER... -o OUT
     skcfx report OUT/explanation.npz -o report.html
 
@@ -379,8 +379,8 @@ def _add_train(sub, common):
     p.add_argument("folder", help="folder of images (or of class subfolders of images)")
     p.add_argument("-o", "--output", required=True, help="checkpoint to write (.pt)")
     p.add_argument("--image-size", type=int, help="side of the square training images (default: the first image's)")
-    p.add_argument("--max-steps", type=int, default=10000, help="training steps (default 10000, as DiffAEEncoder: "
-                                                                "30-40 min at 16 px on one CPU core)")
+    p.add_argument("--max-steps", type=int, default=20000, help="training steps (default 20000, as DiffAEEncoder: "
+                                                                "about 3 h at 28 px on one CPU core)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--latent-dim", type=int, help="width of the semantic latent (default: the architecture's)")

@@ -73,15 +73,19 @@ class DiffAEEncoder(EncoderPersistence, TransformerMixin, BaseEstimator):
         a registered name (e.g. ``'tiny16'``, ``'tiny32'``, ``'ffhq128'``; see
         :func:`skcfx.diffusion.checkpoints.list_configs`) or a dict of
         :class:`~skcfx.diffusion.nets.DiffAEConfig` fields.
-    max_steps : int, default=10000
+    max_steps : int, default=20000
         Training iterations (optimizer steps). Reconstruction is good early (16 px digits: after
         2500 steps), but the semantic latent takes control of what a decode shows only later,
         and latent edits such as DifCluE's need that. Semantic control (the share of decodes
         ``z`` of one image with the inverted noise of another that show ``z``'s class,
         ``benchmarks/diffae_digits.py``): digits 0.41 / 0.77 / 0.84 after 2500 / 5000 / 10000
         steps; shapes' colour 0.45 / 0.85 / 0.99 after 4000 / 6000 / 8000 steps, where DifCluE's
-        flip rate went 0.74 / 0.93 / 0.96 (``benchmarks/shapes_difclue_variants.py``). 10000
-        steps of the small default networks take 30-40 min on one CPU core at 16 px.
+        flip rate went 0.74 / 0.93 / 0.96 (``benchmarks/shapes_difclue_variants.py``); real
+        photos (Fashion-MNIST, 28 px, ``benchmarks/fashion_protocol.py``) 0.32 / 0.52 / 0.61 /
+        0.63 after 5000 / 10000 / 15000 / 20000 steps, where DifCluE's percent conversion on the
+        protocol's harder pair went 0.83 at 10000 steps to 0.98 at 20000. 20000 steps of the small
+        default networks take about 3 h on one CPU core at 28 px (60-80 min at 16 px, where
+        10000 suffice: the shipped digits model).
     batch_size : int, default=64
         Training batch size.
     learning_rate : float, default=1e-3
@@ -201,7 +205,7 @@ class DiffAEEncoder(EncoderPersistence, TransformerMixin, BaseEstimator):
         latent_dim=None,
         *,
         architecture="auto",
-        max_steps=10000,
+        max_steps=20000,
         batch_size=64,
         learning_rate=1e-3,
         ema_decay=0.999,

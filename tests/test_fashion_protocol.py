@@ -77,6 +77,13 @@ def test_protocol_runs_end_to_end(tmp_path, monkeypatch):
     # the cache is reused: a second run trains nothing
     again = fp.run(cfg, ["difclue"], log=lambda m: None)
     assert again["encoder"]["from_cache"] and again["oracle"]["cached"]
+    # --encoder-file: the protocol on a saved DiffAE (here the cached one copied away), same figures
+    saved = tmp_path / "saved_encoder.pt"
+    saved.write_bytes(fp.encoder_path(cfg).read_bytes())
+    on_file = fp.run({**cfg, "encoder_file": str(saved)}, ["difclue"], log=lambda m: None)
+    assert on_file["encoder"]["path"] == str(saved) and on_file["encoder"]["n_steps"] == 6
+    for a, b in zip(on_file["runs"], again["runs"]):
+        assert a["methods"]["difclue"]["flip_rate"] == b["methods"]["difclue"]["flip_rate"]
 
 
 def test_prepare_goes_on_from_what_earlier_calls_reached(tmp_path, monkeypatch):
