@@ -138,6 +138,12 @@ class DifCluE(CounterfactualMethod):
         latent (``eps_z + s * (eps_z - eps_null)``): the decode follows the edited latent more and
         the query's inverted noise less. Each decode then costs two denoiser calls per step. Needs
         an encoder trained with ``latent_dropout > 0``. 0 disables it.
+    guidance_interval : float in (0, 1], default=1.0
+        Share of each guided decode's steps (``guidance_scale`` or ``retry_guidance``) that are
+        guided, the noisiest first: the query's inverted noise fixes the layout early in the
+        chain; the later steps run unguided and cost one denoiser call instead of two. On
+        Fashion-MNIST half the steps was not enough for thin structures (sandal straps), so the
+        default guides them all.
     retry_guidance : float >= 0 or 'auto', default='auto'
         ``alpha='auto'`` only: the counterfactuals that neither the search nor the ``fallback``
         got accepted are searched again (same proposal, same ladder and extension), then walked by
@@ -147,10 +153,6 @@ class DifCluE(CounterfactualMethod):
         guidance on every decode cost realism). ``'auto'``: ``AUTO_GUIDANCE_SCALE`` (2.0) when the
         encoder has a null latent (``DiffAEEncoder``'s default ``latent_dropout=0.1``), else 0
         (off; e.g. a published checkpoint trained without latent dropout).
-    guidance_interval : float in (0, 1], default=1.0
-        Share of each decode's steps that are guided, the noisiest first: the query's inverted
-        noise fixes the layout early in the chain, which is where the latent needs the help; the
-        later steps run unguided and cost one denoiser call instead of two.
     decode_steps : int, default=10
         DDIM decoding steps of each decode (``None``: the encoder's ``decode_steps``). 10 steps
         keep a 16 px digit's reconstruction error at 0.019 ([-1, 1] units; 0.005 with 20) and
