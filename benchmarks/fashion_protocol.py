@@ -27,8 +27,7 @@ Stages:
   numbers mean nothing, the plumbing is real).
 
     python benchmarks/fashion_protocol.py --prepare [--train-budget-min 60] [--max-steps N]   # again to go on
-    python benchmarks/fashion_protocol.py --encoder-file benchmarks/checkpoints/fashion_encoder_28px_10000steps.pt \
-        --name fashion_protocol_10000   # the protocol on a saved DiffAE
+    python benchmarks/fashion_protocol.py --encoder-file FILE.pt --name NAME   # on a saved DiffAE
     python benchmarks/fashion_protocol.py [--methods difclue paper_alpha dime fastdime] [--n-queries 40]
     python benchmarks/fashion_protocol.py --quick
     python benchmarks/fashion_protocol.py --length-curve step2500.ckpt step5000.ckpt ...
