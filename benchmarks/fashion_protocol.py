@@ -213,6 +213,8 @@ METHODS = {
     # latent guidance on every decode instead of the retry.
     "difclue_no_retry": (lambda cfg: DifCluE(retry_guidance=0.0), True, False),
     "difclue_guided": (lambda cfg: DifCluE(guidance_scale=2.0, retry_guidance=0.0), True, False),
+    # Extra row (not a default): the guided retry without its search, its fallback only (cheaper).
+    "difclue_retry_fallback": (lambda cfg: DifCluE(retry_search=False), True, False),
     "dime": (lambda cfg: DiME(n_samples=cfg["n_samples"], **cfg["dime"]), False, True),
     "fastdime": (lambda cfg: FastDiME(n_samples=cfg["n_samples"], **cfg["fastdime"]), False, True),
     # The paper's comparator (not in the default list: ~11 min of traversal training per pair on a CPU).

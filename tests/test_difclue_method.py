@@ -359,3 +359,27 @@ def test_retry_guidance_searches_the_failures_again_with_guided_decodes(setting)
     expected = _flip_step(setting, 0.9)
     order = np.argsort(out.mode_ids, axis=1)
     assert np.all(np.take_along_axis(out.alphas, order, axis=1) >= expected - 1e-6)
+
+
+def test_retry_without_search_walks_the_failures_with_guided_fallback_decodes(setting):
+    # The weak stand-in cannot reach the flip unguided, and its unguided fallback stops short of the
+    # mode (the mode check fails); the guided fallback alone lands in the mode.
+    context, Z, y, x = setting
+    weak = ExplainContext(**{**context.__dict__, "model": _WeakLatentModel()})
+    targets = np.ones((len(x), 1), dtype=int)
+    kwargs = dict(search="scan", max_decodes=2, extend_decodes=0, require_mode=True, contrast="rest",
+                  fallback="centre", fallback_decodes=2, alpha_max=1.0)
+    plain = DifCluE(**kwargs, retry_guidance=0.0).fit(weak, Z, y).generate(weak, x, targets)
+    assert plain.info["accepted_rate"] == 0.0
+    method = DifCluE(**kwargs, retry_search=False).fit(weak, Z, y)
+    out = method.generate(weak, x, targets)
+    assert out.info["retry_rate"] == 1.0 and out.info["accepted_rate"] == 1.0
+    # 2 rungs and 2 unguided fallback decodes for every slot, then 1 or 2 guided fallback decodes
+    assert 1.0 <= out.info["mean_guided_decodes"] <= 2.0
+    assert out.info["mean_decodes"] == pytest.approx(4.0 + out.info["mean_guided_decodes"])
+    n_slots = out.alphas.size
+    decodes = out.info["mean_decodes"] + out.info["mean_guided_decodes"]  # a guided decode costs two
+    assert out.n_function_evals == pytest.approx(len(x) * 5 + n_slots * method.decode_steps * decodes)
+    finder = context.direction_finder
+    z_cf = out.counterfactuals.flatten(0, 1).flatten(1)[:, :LATENT_DIM].numpy().astype(np.float64)
+    assert np.array_equal(finder.predict(z_cf), out.mode_ids.reshape(-1))

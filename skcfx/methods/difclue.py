@@ -148,11 +148,17 @@ class DifCluE(CounterfactualMethod):
         ``alpha='auto'`` only: the counterfactuals that neither the search nor the ``fallback``
         got accepted are searched again (same proposal, same ladder and extension), then walked by
         the fallback again, with every decode guided at this scale. Guidance costs only where the
-        unguided decodes failed: where the inverted noise overrules the latent (a DiffAE whose
+        unguided decodes failed (``retry_search=False``: the guided fallback alone). Guidance
+        helps where the inverted noise overrules the latent (a DiffAE whose
         latent decides little of what a decode shows), not where the latent already rules (there
         guidance on every decode cost realism). ``'auto'``: ``AUTO_GUIDANCE_SCALE`` (2.0) when the
         encoder has a null latent (``DiffAEEncoder``'s default ``latent_dropout=0.1``), else 0
         (off; e.g. a published checkpoint trained without latent dropout).
+    retry_search : bool, default=True
+        Whether the guided retry runs the step search again before its fallback. False: only the
+        fallback's guided walk towards the mode's centre (nothing without a ``fallback``), about
+        half the retry's cost, closer to the mode's template (Fashion-MNIST: see ``benchmarks/fashion_protocol.py``, row
+        ``difclue_retry_fallback``).
     decode_steps : int, default=10
         DDIM decoding steps of each decode (``None``: the encoder's ``decode_steps``). 10 steps
         keep a 16 px digit's reconstruction error at 0.019 ([-1, 1] units; 0.005 with 20) and
@@ -241,6 +247,7 @@ class DifCluE(CounterfactualMethod):
         "target_confidence": [Interval(numbers.Real, 0.5, 1, closed="left")],
         "guidance_scale": [Interval(numbers.Real, 0, None, closed="left")],
         "retry_guidance": [StrOptions({"auto"}), Interval(numbers.Real, 0, None, closed="left")],
+        "retry_search": ["boolean"],
         "guidance_interval": [Interval(numbers.Real, 0, 1, closed="right")],
         "decode_steps": [Interval(numbers.Integral, 1, 1000, closed="both"), None],
         "require_mode": ["boolean"],
@@ -256,7 +263,7 @@ class DifCluE(CounterfactualMethod):
 
     def __init__(self, alpha="auto", *, max_decodes=4, alpha_max=8.0, grid_size=64, margin=1.5,
                  target_confidence=0.9, overshoot=1.0, guidance_scale=0.0, guidance_interval=1.0, retry_guidance="auto",
-                 decode_steps=10,
+                 retry_search=True, decode_steps=10,
                  require_mode=True, contrast="source", n_source_modes=16, mode_bound=None,
                  search="scan", fallback="centre", fallback_decodes=2, extend_decodes=3, edit_depth=1.0):
         self.alpha = alpha
@@ -269,6 +276,7 @@ class DifCluE(CounterfactualMethod):
         self.guidance_scale = guidance_scale
         self.guidance_interval = guidance_interval
         self.retry_guidance = retry_guidance
+        self.retry_search = retry_search
         self.decode_steps = decode_steps
         self.require_mode = require_mode
         self.contrast = contrast
@@ -518,7 +526,10 @@ class DifCluE(CounterfactualMethod):
         retry_scale = self.resolved_retry_guidance(model)
         if self.alpha == "auto" and retry_scale > 0 and len(triples):
             guided = decoder(retry_scale)
-            best, alphas, rank, retried = self._retry(zs, w, tgt, dirs, guided, best, alphas, rank, n_decodes)
+            if self.retry_search:
+                best, alphas, rank, retried = self._retry(zs, w, tgt, dirs, guided, best, alphas, rank, n_decodes)
+            else:
+                retried = rank < 2
             if self.fallback is not None:
                 best, alphas, rank, used = self._fallback(zs, dirs, guided, best, alphas, rank, n_decodes)
                 fallback_used |= used
