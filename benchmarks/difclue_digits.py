@@ -67,6 +67,7 @@ VARIANTS = {
     "guidance_2_half": dict(n_modes=2, method=lambda: DifCluE(guidance_scale=2.0, guidance_interval=0.5,
                                                              retry_guidance=0.0)),
     "no_retry": dict(n_modes=2, method=lambda: DifCluE(retry_guidance=0.0)),
+    "retry_fallback": dict(n_modes=2, method=lambda: DifCluE(retry_search=False)),
     "fixed_alpha_0.5": dict(n_modes=2, method=lambda: DifCluE(alpha=0.5, contrast="rest")),
     "fixed_alpha_1": dict(n_modes=2, method=lambda: DifCluE(alpha=1.0, contrast="rest")),
     "fixed_alpha_2": dict(n_modes=2, method=lambda: DifCluE(alpha=2.0, contrast="rest")),

@@ -125,11 +125,12 @@ PAIRS_RUNS = {
         "--output difclue_digits_two_pairs_10000",
         "The two benchmark pairs with the stronger classifier, the 10000-step DiffAE, either clustering."),
     "difclue_digits_all_pairs_guidance": (
-        "--pairs all --variants gmm,guidance_2,guidance_2_half,difclue --output difclue_digits_all_pairs_guidance",
+        "--pairs all --variants gmm,guidance_2,guidance_2_half,difclue,retry_fallback --output "
+        "difclue_digits_all_pairs_guidance",
         "All 45 pairs, the ladder stopping each pair at its first accepted rung (same counterfactuals, fewer "
         "calls): `gmm` without the guided retry (the default before), `difclue` with it (`retry_guidance='auto'`, "
         "the default since), `guidance_2` / `guidance_2_half` latent guidance on every decode / on the noisiest "
-        "half of its steps instead."),
+        "half of its steps instead, `retry_fallback` the retry's guided fallback alone (`retry_search=False`)."),
     "difclue_digits_two_pairs_guidance": (
         "--pairs 1,7 0,6 --n-queries 100 --classifier resnet18:15 --variants gmm,difclue "
         "--output difclue_digits_two_pairs_guidance",

@@ -24,7 +24,7 @@ SCRIPTS = [
     ["difclue_digits.py", "--pairs", "1,7", "0,6", "--n-queries", "100", "--classifier", "resnet18:15",
      "--variants", "kmeans,gmm", "--output", "difclue_digits_two_pairs_10000"],
     # the default (guided retry of the failures) against no retry (gmm) and guidance on every decode
-    ["difclue_digits.py", "--pairs", "all", "--variants", "gmm,guidance_2,guidance_2_half,difclue",
+    ["difclue_digits.py", "--pairs", "all", "--variants", "gmm,guidance_2,guidance_2_half,difclue,retry_fallback",
      "--output", "difclue_digits_all_pairs_guidance"],
     ["difclue_digits.py", "--pairs", "1,7", "0,6", "--n-queries", "100", "--classifier", "resnet18:15",
      "--variants", "gmm,difclue", "--output", "difclue_digits_two_pairs_guidance"],
@@ -35,7 +35,7 @@ SCRIPTS = [
     ["memory_explain.py"],
     ["shapes_protocol.py", "--cpu"],
     ["shapes_difclue_variants.py"],  # after the protocol: reuses its cached DiffAE
-    ["shapes_difclue_variants.py", "--encoder-steps", "8000", "--variants", "default,no_retry,guidance_2,guidance_2_half",
+    ["shapes_difclue_variants.py", "--encoder-steps", "8000", "--variants", "default,no_retry,guidance_2,guidance_2_half,retry_fallback",
      "--output", "shapes_difclue_variants_guidance"],
     ["memory_fit.py", "--steps", "2"],  # about 25 min: 2 x 4 fits of the 64 px DiffAE
     ["train_speed.py", "--steps", "10"],  # about 40 min on 2 busy cores (64 px training dominates)

@@ -38,6 +38,7 @@ VARIANTS = {
     "decode_20": dict(decode_steps=None),
     "guidance_3": dict(guidance_scale=3.0),
     "no_retry": dict(retry_guidance=0.0),
+    "retry_fallback": dict(retry_search=False),
     "guidance_2": dict(guidance_scale=2.0, retry_guidance=0.0),
     "guidance_2_half": dict(guidance_scale=2.0, guidance_interval=0.5, retry_guidance=0.0),
     "paper_direction": dict(contrast="rest"),
