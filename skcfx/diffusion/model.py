@@ -165,11 +165,11 @@ class DiffAE:
         guidance_scale : float, default=0.0
             Classifier-free guidance on ``cond`` against the null latent
             (:class:`~skcfx.diffusion.sampling.LatentGuidedDenoiser`); doubles the evaluations.
-        guidance_min_t : int, default=0
-            Guide only at original timesteps ``>= guidance_min_t`` (the noisy part of a chain).
         checkpoint : bool, default=False
             Recompute the network's activations in the backward pass instead of storing them
             (``torch.utils.checkpoint``); recomputations are not counted.
+        guidance_min_t : int, default=0
+            Guide only at original timesteps ``>= guidance_min_t`` (the noisy part of a chain).
         """
         if (unconditional or guidance_scale > 0) and not self.has_null_latent:
             raise ValueError("this needs a network trained with latent_dropout > 0 (it has no null "
@@ -227,12 +227,13 @@ class DiffAE:
             ``n_steps`` schedule (what :meth:`invert` with ``stop_index`` returns); None: from x_T.
         """
         schedule = self.schedule(n_steps)
-        min_t = 0
+        min_t = 0  # every step guided
         if guidance_steps is not None:
             if not 0 <= guidance_steps <= n_steps:
                 raise ValueError(f"guidance_steps must be in [0, n_steps={n_steps}], got {guidance_steps}.")
-            # timesteps ascend: the guided ones are the last guidance_steps (none when 0)
-            min_t = int(schedule.timesteps[n_steps - guidance_steps]) if guidance_steps else self.T + 1
+            if guidance_steps < n_steps:
+                # timesteps ascend: the guided ones are the last guidance_steps (none when 0)
+                min_t = int(schedule.timesteps[n_steps - guidance_steps]) if guidance_steps else self.T + 1
         model = self.denoiser(counter, guidance_scale=guidance_scale, checkpoint=checkpoint and requires_grad,
                               guidance_min_t=min_t)
         x_0 = sample_ddim(model, x_T, schedule, extra_args={"cond": z}, requires_grad=requires_grad,

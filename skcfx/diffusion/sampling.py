@@ -466,7 +466,8 @@ class LatentGuidedDenoiser:
         self.min_t = int(min_t)
 
     def __call__(self, x_t, t, cond):
-        if self.scale == 0 or int(torch.as_tensor(t).min()) < self.min_t:
+        # (min_t 0, every step guided, skips the check: it would sync a GPU on every call)
+        if self.scale == 0 or (self.min_t > 0 and int(torch.as_tensor(t).min()) < self.min_t):
             return self.eps_model(x_t, t, cond=cond)
         n = x_t.shape[0]
         t = torch.as_tensor(t, device=x_t.device)

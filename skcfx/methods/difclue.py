@@ -528,7 +528,8 @@ class DifCluE(CounterfactualMethod):
         if self.alpha == "auto" and retry_scale > 0 and len(triples):
             guided = decoder(retry_scale)
             if self.retry_search:
-                best, alphas, rank, retried = self._retry(zs, w, tgt, dirs, guided, best, alphas, rank, n_decodes)
+                best, alphas, rank, retried = self._retry(search, zs, w, tgt, dirs, guided, best, alphas, rank,
+                                                          n_decodes)
             else:
                 retried = rank < 2
             if self.fallback is not None:
@@ -544,8 +545,8 @@ class DifCluE(CounterfactualMethod):
                 "fallback_rate": float(np.mean(fallback_used)) if len(rank) else 0.0}
         return MethodOutput(cfs, cf_target, out_alpha, mode_ids, float(counter.n_samples), info)
 
-    def _retry(self, zs, w, tgt, dirs, decode, best, alphas, rank, n_decodes):
-        """Search again, with ``decode`` (guided), for the pairs not accepted (see ``retry_guidance``).
+    def _retry(self, search, zs, w, tgt, dirs, decode, best, alphas, rank, n_decodes):
+        """``search`` again, with ``decode`` (guided), for the pairs not accepted (see ``retry_guidance``).
 
         Returns ``(best, alphas, rank, retried)``; a retry's result replaces the first search's
         only where its rank is higher. ``n_decodes`` is updated in place.
@@ -561,16 +562,25 @@ class DifCluE(CounterfactualMethod):
             full[failed[idx]] = alpha[idx]
             return decode(full, failed[idx])
 
-        search = self._scan if self.search == "scan" else self._search
         images, new_alpha, new_rank, new_decodes = search(zs[failed], w[failed], tgt[failed], decode_failed,
                                                           dirs[failed])
         n_decodes[failed] += new_decodes
-        better = new_rank > rank[failed]
-        rows = failed[better]
+        self._keep_better(best, alphas, rank, failed, images, new_alpha, new_rank)
+        return best, alphas, rank, retried
+
+    @staticmethod
+    def _keep_better(best, alphas, rank, idx, images, new_alpha, new_rank):
+        """Replace, in place, the results of the pairs ``idx`` whose new rank is higher.
+
+        ``images``, ``new_alpha`` and ``new_rank`` are aligned with ``idx``; returns the mask of
+        the replaced ones.
+        """
+        better = new_rank > rank[idx]
+        rows = idx[better]
         best[torch.as_tensor(rows, device=best.device)] = images[torch.as_tensor(better, device=images.device)]
         alphas[rows] = new_alpha[better]
         rank[rows] = new_rank[better]
-        return best, alphas, rank, retried
+        return better
 
     def _fallback(self, zs, dirs, decode, best, alphas, rank, n_decodes):
         """Walk the failed counterfactuals' latents towards a point of their mode (see ``fallback``).
@@ -603,11 +613,7 @@ class DifCluE(CounterfactualMethod):
             step[idx] = t * length[todo]
             images, new_rank = decode(step, idx, directions=unit[todo])
             n_decodes[idx] += 1
-            better = new_rank > rank[idx]
-            sel = torch.as_tensor(better, device=images.device)
-            best[torch.as_tensor(idx[better], device=best.device)] = images[sel]
-            alphas[idx[better]] = step[idx[better]]
-            rank[idx[better]] = new_rank[better]
+            better = self._keep_better(best, alphas, rank, idx, images, step[idx], new_rank)
             used[idx[better]] = True
             done[todo[new_rank == 2]] = True
         return best, alphas, rank, used
