@@ -67,7 +67,22 @@ VARIANTS = {
     "guidance_2_half": dict(n_modes=2, method=lambda: DifCluE(guidance_scale=2.0, guidance_interval=0.5,
                                                              retry_guidance=0.0)),
     "no_retry": dict(n_modes=2, method=lambda: DifCluE(retry_guidance=0.0)),
-    "retry_fallback": dict(n_modes=2, method=lambda: DifCluE(retry_search=False)),
+    "retry_fallback": dict(n_modes=2, method=lambda: DifCluE(retry_search=False, unguided_rescue=True, max_decodes=4,
+                                                            fallback="centre")),
+    # the defaults of the release before: 4 rungs, unguided extension and centre fallback, guided re-search
+    "previous_default": dict(n_modes=2, method=lambda: DifCluE(max_decodes=4, unguided_rescue=True, retry_search=True,
+                                                              fallback="centre")),
+    # What a 3-rung ladder could not get accepted goes straight to the guided fallback (no unguided
+    # extension, fallback or re-search): the cheapest escalation, measured for Fashion-MNIST's cost goal.
+    "direct_retry_3": dict(n_modes=2, method=lambda: DifCluE(max_decodes=3, extend_decodes=0, retry_search=False,
+                                                            unguided_rescue=False)),
+    # ... with the 'local' fallback (the mean of the query's nearest half of the mode, then the centre)
+    "direct_local_3": dict(n_modes=2, method=lambda: DifCluE(max_decodes=3, retry_search=False, unguided_rescue=False,
+                                                            fallback="local")),
+    # the same ladder and fallback for an encoder without a null latent (no guided retry)
+    "local_3_no_retry": dict(n_modes=2, method=lambda: DifCluE(max_decodes=3, fallback="local", retry_guidance=0.0)),
+    "direct_retry_4": dict(n_modes=2, method=lambda: DifCluE(extend_decodes=0, retry_search=False,
+                                                            unguided_rescue=False)),
     "fixed_alpha_0.5": dict(n_modes=2, method=lambda: DifCluE(alpha=0.5, contrast="rest")),
     "fixed_alpha_1": dict(n_modes=2, method=lambda: DifCluE(alpha=1.0, contrast="rest")),
     "fixed_alpha_2": dict(n_modes=2, method=lambda: DifCluE(alpha=2.0, contrast="rest")),

@@ -209,12 +209,19 @@ METHODS = {
     "difclue_far": (lambda cfg: DifCluE(alpha_max=32.0, max_decodes=6), True, False),
     # Extra row (not a default): every decode with the DiffAE's own 20 steps instead of DifCluE's 10.
     "difclue_decode_20": (lambda cfg: DifCluE(decode_steps=None), True, False),
-    # Extra rows (not defaults): no guided retry of the failures (the default before it), and
-    # latent guidance on every decode instead of the retry.
+    # Extra rows (not defaults): no guided retry of the failures (what an encoder without a null
+    # latent gets), and latent guidance on every decode instead of the retry.
     "difclue_no_retry": (lambda cfg: DifCluE(retry_guidance=0.0), True, False),
     "difclue_guided": (lambda cfg: DifCluE(guidance_scale=2.0, retry_guidance=0.0), True, False),
     # Extra row (not a default): the guided retry without its search, its fallback only (cheaper).
-    "difclue_retry_fallback": (lambda cfg: DifCluE(retry_search=False), True, False),
+    "difclue_retry_fallback": (lambda cfg: DifCluE(retry_search=False, unguided_rescue=True, max_decodes=4,
+                                                   fallback="centre"), True, False),
+    # Extra row (not a default): the guided search once more for what even the guided fallback left.
+    "difclue_search_last": (lambda cfg: DifCluE(retry_search="last"), True, False),
+    # Extra row: the defaults of the release before (4 rungs, unguided extension and centre
+    # fallback, then the guided search and fallback again), side by side with the defaults now.
+    "difclue_previous": (lambda cfg: DifCluE(max_decodes=4, unguided_rescue=True, retry_search=True,
+                                             fallback="centre"), True, False),
     "dime": (lambda cfg: DiME(n_samples=cfg["n_samples"], **cfg["dime"]), False, True),
     "fastdime": (lambda cfg: FastDiME(n_samples=cfg["n_samples"], **cfg["fastdime"]), False, True),
     # The paper's comparator (not in the default list: ~11 min of traversal training per pair on a CPU).

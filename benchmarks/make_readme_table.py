@@ -126,16 +126,22 @@ PAIRS_RUNS = {
         "The two benchmark pairs with the stronger classifier, the 10000-step DiffAE, either clustering."),
     "difclue_digits_all_pairs_guidance": (
         "--pairs all --variants gmm,guidance_2,guidance_2_half,difclue,retry_fallback --output "
-        "difclue_digits_all_pairs_guidance",
+        "difclue_digits_all_pairs_guidance (then `--variants direct_retry_3,direct_retry_4 --add-to`, then "
+        "`--variants direct_local_3,local_3_no_retry --add-to`)",
         "All 45 pairs, the ladder stopping each pair at its first accepted rung (same counterfactuals, fewer "
-        "calls): `gmm` without the guided retry (the default before), `difclue` with it (`retry_guidance='auto'`, "
-        "the default since), `guidance_2` / `guidance_2_half` latent guidance on every decode / on the noisiest "
-        "half of its steps instead, `retry_fallback` the retry's guided fallback alone (`retry_search=False`)."),
+        "calls): `gmm` without the guided retry (the default two releases ago), `difclue` with it (4 rungs, "
+        "the unguided extension and centre fallback, then the guided search and fallback again: the previous "
+        "default), `guidance_2` / `guidance_2_half` latent guidance on every decode / on the noisiest "
+        "half of its steps instead, `retry_fallback` the retry's guided fallback alone (`retry_search=False`); "
+        "`direct_retry_3` / `_4` a 3- / 4-rung ladder then straight to the guided centre fallback "
+        "(`unguided_rescue=False`); `direct_local_3` the same with the 'local' fallback (the query's nearest "
+        "half of the mode, then the centre): **today's defaults**; `local_3_no_retry` today's ladder and "
+        "fallback without guidance (what an encoder without a null latent gets)."),
     "difclue_digits_two_pairs_guidance": (
         "--pairs 1,7 0,6 --n-queries 100 --classifier resnet18:15 --variants gmm,difclue "
-        "--output difclue_digits_two_pairs_guidance",
+        "--output difclue_digits_two_pairs_guidance (then `--variants direct_local_3 --add-to`)",
         "The two benchmark pairs with the stronger classifier: `gmm` without the guided retry, `difclue` "
-        "with it (the default since)."),
+        "with it (the previous default), `direct_local_3` today's defaults."),
 }
 
 
@@ -355,6 +361,7 @@ def main():
                      ("memory_explain", memory_section), ("shapes_protocol", shapes_section),
                      ("shapes_difclue_variants", shapes_variants_section),
                      ("shapes_difclue_variants_guidance", shapes_variants_section),
+                     ("shapes_difclue_variants_direct", shapes_variants_section),
                      ("shapes_difclue_variants_8000", lambda r: shapes_length_section(
                          [x for x in map(_load, SHAPES_LENGTHS) if x is not None and "semantic_control" in x])),
                      ("memory_fit", memory_fit_section), ("train_speed", train_speed_section),

@@ -28,6 +28,11 @@ SCRIPTS = [
      "--output", "difclue_digits_all_pairs_guidance"],
     ["difclue_digits.py", "--pairs", "1,7", "0,6", "--n-queries", "100", "--classifier", "resnet18:15",
      "--variants", "gmm,difclue", "--output", "difclue_digits_two_pairs_guidance"],
+    # the straight-to-guided-fallback escalation (today's defaults: direct_local_3), added to the same JSONs
+    ["difclue_digits.py", "--pairs", "all", "--variants", "direct_retry_3,direct_retry_4,direct_local_3,local_3_no_retry",
+     "--output", "difclue_digits_all_pairs_guidance", "--add-to"],
+    ["difclue_digits.py", "--pairs", "1,7", "0,6", "--n-queries", "100", "--classifier", "resnet18:15",
+     "--variants", "direct_local_3", "--output", "difclue_digits_two_pairs_guidance", "--add-to"],
     ["modes_digits_pairs.py"],
     ["modes_digits_pairs.py", "--encoder-steps", "5000", "--output", "modes_digits_pairs_5000"],
     ["compare_methods.py"],
@@ -37,6 +42,8 @@ SCRIPTS = [
     ["shapes_difclue_variants.py"],  # after the protocol: reuses its cached DiffAE
     ["shapes_difclue_variants.py", "--encoder-steps", "8000", "--variants", "default,no_retry,guidance_2,guidance_2_half,retry_fallback",
      "--output", "shapes_difclue_variants_guidance"],
+    ["shapes_difclue_variants.py", "--variants", "previous_default,direct_local_3,local_3_no_retry,previous_no_retry,"
+     "direct_retry_3", "--output", "shapes_difclue_variants_direct"],
     ["memory_fit.py", "--steps", "2"],  # about 25 min: 2 x 4 fits of the 64 px DiffAE
     ["train_speed.py", "--steps", "10"],  # about 40 min on 2 busy cores (64 px training dominates)
 ]

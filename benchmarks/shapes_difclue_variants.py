@@ -31,6 +31,8 @@ from skcfx.protocols import attribute_proba, fit_attribute_oracle, mode_subclass
 
 VARIANTS = {
     "default": dict(),
+    # the defaults of the release before (4 rungs, unguided extension and centre fallback, guided re-search)
+    "previous_default": dict(max_decodes=4, unguided_rescue=True, retry_search=True, fallback="centre"),
     "no_extension": dict(extend_decodes=0),
     "scan_alone": dict(extend_decodes=0, fallback=None),
     "bracket": dict(search="bracket", fallback=None),
@@ -38,7 +40,12 @@ VARIANTS = {
     "decode_20": dict(decode_steps=None),
     "guidance_3": dict(guidance_scale=3.0),
     "no_retry": dict(retry_guidance=0.0),
-    "retry_fallback": dict(retry_search=False),
+    "previous_no_retry": dict(max_decodes=4, fallback="centre", retry_guidance=0.0),
+    "retry_fallback": dict(retry_search=False, unguided_rescue=True, max_decodes=4, fallback="centre"),
+    "direct_retry_3": dict(max_decodes=3, extend_decodes=0, retry_search=False, unguided_rescue=False),
+    "direct_local_3": dict(max_decodes=3, retry_search=False, unguided_rescue=False, fallback="local"),
+    "local_3_no_retry": dict(max_decodes=3, fallback="local", retry_guidance=0.0),
+    "direct_retry_4": dict(extend_decodes=0, retry_search=False, unguided_rescue=False),
     "guidance_2": dict(guidance_scale=2.0, retry_guidance=0.0),
     "guidance_2_half": dict(guidance_scale=2.0, guidance_interval=0.5, retry_guidance=0.0),
     "paper_direction": dict(contrast="rest"),

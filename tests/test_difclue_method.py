@@ -223,7 +223,7 @@ def test_scan_search_falls_back_to_the_most_probable_step(setting):
     np.testing.assert_allclose(out.alphas, 1e-3)
 
 
-@pytest.mark.parametrize("fallback", ["nearest", "centre"])
+@pytest.mark.parametrize("fallback", ["nearest", "centre", "local"])
 def test_fallback_walks_failed_counterfactuals_into_their_mode(setting, fallback):
     # A search that cannot reach the flip (alpha_max far too small) fails everywhere; the fallback
     # then walks each latent towards its mode and lands there, for 2 extra decodes per slot.
@@ -248,6 +248,30 @@ def test_fallback_walks_failed_counterfactuals_into_their_mode(setting, fallback
     assert np.all(out.alphas > 1e-3)
     if fallback == "centre":
         assert all(points.shape[0] == 1 for points in method.mode_points_.values())
+    else:  # every training member of the mode is kept
+        assert sum(points.shape[0] for points in method.mode_points_.values()) == len(setting[1])
+
+
+def test_local_fallback_targets_grow_from_the_query_neighbours_to_the_centre(setting):
+    context, Z, y, _ = setting
+    method = _fit(DifCluE(fallback="local", fallback_decodes=3, fallback_share=0.25), setting)
+    finder = context.direction_finder
+    zs = (Z[:5] - finder.mean_) / finder.scale_
+    dirs = np.zeros(5, dtype=np.int64)
+    points = method.mode_points_[0].astype(np.float64)
+    rungs = method._fallback_rungs(zs, dirs)
+    assert [t for _, t in rungs] == [1.0, 1.0, 1.0]  # each decode goes all the way to its target
+    # shares 0.25, 0.5, 1: the mean of the nearest quarter, half, then all members (the centre)
+    dist = ((zs[:, None, :] - points[None]) ** 2).sum(-1)
+    for (targets, _), share in zip(rungs, (0.25, 0.5, 1.0)):
+        k = int(np.ceil(share * len(points)))
+        expected = np.stack([points[np.argsort(row)[:k]].mean(axis=0) for row in dist])
+        np.testing.assert_allclose(targets, expected, atol=1e-6)
+    np.testing.assert_allclose(rungs[-1][0], np.broadcast_to(points.mean(axis=0), zs.shape), atol=1e-6)
+    # 'nearest' walks t = 1/2, 1 towards the single nearest member
+    nearest = _fit(DifCluE(fallback="nearest", fallback_decodes=2), setting)._fallback_rungs(zs, dirs)
+    assert [t for _, t in nearest] == [0.5, 1.0]
+    np.testing.assert_allclose(nearest[0][0], points[dist.argmin(axis=1)], atol=1e-6)
 
 
 def test_fallback_leaves_accepted_counterfactuals_alone(setting):
@@ -344,7 +368,7 @@ def test_retry_guidance_searches_the_failures_again_with_guided_decodes(setting)
     weak = ExplainContext(**{**context.__dict__, "model": _WeakLatentModel()})
     targets = np.ones((len(x), 1), dtype=int)
     kwargs = dict(search="scan", max_decodes=2, extend_decodes=0, require_mode=False, contrast="rest",
-                  fallback=None, alpha_max=1.0)
+                  fallback=None, alpha_max=1.0, retry_search=True)
     plain = DifCluE(**kwargs, retry_guidance=0.0).fit(weak, Z, y).generate(weak, x, targets)
     assert plain.info["accepted_rate"] == 0.0 and plain.info["retry_rate"] == 0.0
     method = DifCluE(**kwargs).fit(weak, Z, y)  # retry_guidance='auto'
@@ -371,7 +395,7 @@ def test_retry_without_search_walks_the_failures_with_guided_fallback_decodes(se
                   fallback="centre", fallback_decodes=2, alpha_max=1.0)
     plain = DifCluE(**kwargs, retry_guidance=0.0).fit(weak, Z, y).generate(weak, x, targets)
     assert plain.info["accepted_rate"] == 0.0
-    method = DifCluE(**kwargs, retry_search=False).fit(weak, Z, y)
+    method = DifCluE(**kwargs, retry_search=False, unguided_rescue=True).fit(weak, Z, y)
     out = method.generate(weak, x, targets)
     assert out.info["retry_rate"] == 1.0 and out.info["accepted_rate"] == 1.0
     # 2 rungs and 2 unguided fallback decodes for every slot, then 1 or 2 guided fallback decodes
@@ -383,3 +407,56 @@ def test_retry_without_search_walks_the_failures_with_guided_fallback_decodes(se
     finder = context.direction_finder
     z_cf = out.counterfactuals.flatten(0, 1).flatten(1)[:, :LATENT_DIM].numpy().astype(np.float64)
     assert np.array_equal(finder.predict(z_cf), out.mode_ids.reshape(-1))
+
+
+def test_without_unguided_rescue_the_failures_go_straight_to_the_guided_fallback(setting):
+    # Same weak stand-in: the unguided fallback cannot help, so skipping it saves its 2 decodes per
+    # slot and the guided fallback lands every counterfactual in its mode all the same; the
+    # unguided extension past the ladder is skipped too.
+    context, Z, y, x = setting
+    weak = ExplainContext(**{**context.__dict__, "model": _WeakLatentModel()})
+    targets = np.ones((len(x), 1), dtype=int)
+    kwargs = dict(search="scan", max_decodes=2, extend_decodes=0, require_mode=True, contrast="rest",
+                  fallback="centre", fallback_decodes=2, alpha_max=1.0, retry_search=False)
+    both = DifCluE(**kwargs, unguided_rescue=True).fit(weak, Z, y).generate(weak, x, targets)
+    direct = DifCluE(**kwargs, unguided_rescue=False).fit(weak, Z, y).generate(weak, x, targets)
+    extended = dict(kwargs, extend_decodes=2, unguided_rescue=False)
+    direct_ext = DifCluE(**extended).fit(weak, Z, y).generate(weak, x, targets)
+    assert direct_ext.n_function_evals == direct.n_function_evals
+    assert direct.info["accepted_rate"] == 1.0 and direct.info["retry_rate"] == 1.0
+    assert direct.info["mean_decodes"] == pytest.approx(2.0 + direct.info["mean_guided_decodes"])
+    assert direct.info["mean_guided_decodes"] == pytest.approx(both.info["mean_guided_decodes"])
+    np.testing.assert_allclose(direct.counterfactuals.numpy(), both.counterfactuals.numpy(), atol=1e-6)
+    # the 2 unguided fallback decodes (decode_steps=10 calls each) per slot are what it saves
+    assert direct.n_function_evals == pytest.approx(both.n_function_evals - 2 * both.alphas.size * 10)
+    # without a guided retry the fallback runs unguided whatever unguided_rescue says
+    off = dict(kwargs, retry_guidance=0.0)
+    a = DifCluE(**off, unguided_rescue=True).fit(weak, Z, y).generate(weak, x, targets)
+    b = DifCluE(**off, unguided_rescue=False).fit(weak, Z, y).generate(weak, x, targets)
+    assert a.n_function_evals == b.n_function_evals and a.info["mean_decodes"] == 4.0
+
+
+def test_retry_search_last_searches_only_what_the_guided_fallback_left(setting):
+    context, Z, y, x = setting
+    weak = ExplainContext(**{**context.__dict__, "model": _WeakLatentModel()})
+    targets = np.ones((len(x), 1), dtype=int)
+    kwargs = dict(search="scan", max_decodes=2, extend_decodes=0, require_mode=True, contrast="rest",
+                  alpha_max=1.0)
+    # Without a fallback, 'last' is the guided search of every failure, as retry_search=True.
+    no_fb = dict(kwargs, fallback=None)
+    before = DifCluE(**no_fb, retry_search=True).fit(weak, Z, y).generate(weak, x, targets)
+    after = DifCluE(**no_fb, retry_search="last").fit(weak, Z, y).generate(weak, x, targets)
+    none = DifCluE(**no_fb).fit(weak, Z, y).generate(weak, x, targets)
+    assert none.info["accepted_rate"] == 0.0 and none.info["mean_guided_decodes"] == 0.0
+    assert after.info["accepted_rate"] == before.info["accepted_rate"] > 0
+    assert after.n_function_evals == before.n_function_evals > none.n_function_evals
+    np.testing.assert_allclose(after.counterfactuals.numpy(), before.counterfactuals.numpy())
+    # Where the guided fallback gets everything accepted (the stand-in's guided decodes are exact),
+    # 'last' has nothing left to search: the same counterfactuals for the same calls.
+    plain = DifCluE(**kwargs, fallback="centre").fit(weak, Z, y).generate(weak, x, targets)
+    last = DifCluE(**kwargs, fallback="centre", retry_search="last").fit(weak, Z, y).generate(weak, x, targets)
+    assert plain.info["accepted_rate"] == 1.0
+    assert last.n_function_evals == plain.n_function_evals
+    np.testing.assert_allclose(last.counterfactuals.numpy(), plain.counterfactuals.numpy())
+    with pytest.raises(ValueError, match="retry_search"):
+        DifCluE(retry_search="first").fit(weak, Z, y)

@@ -301,7 +301,8 @@ def test_require_mode_accepts_only_counterfactuals_that_reencode_to_their_mode(t
                                      classifier=always_positive, random_state=0,
                                      # the bracket search bisects to smaller steps when more are
                                      # accepted, which the last assertion reads
-                                     method=DifCluE(search="bracket", max_decodes=3,
+                                     # (no fallback: it would replace what the search refused)
+                                     method=DifCluE(search="bracket", max_decodes=3, fallback=None,
                                                     require_mode=require_mode)).fit(X, y)
         return ex, ex.explain(Xq[:10], target_class=1)
 

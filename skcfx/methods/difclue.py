@@ -20,9 +20,10 @@ The paper fixes ``alpha`` for every query. skcfx by default chooses ``alpha`` pe
    is grown (doubling) until it flips, then bisected down while it still flips.
 
 So the explained classifier's decision enters twice: through the surrogate's proposal and through
-the verification, and the cost is bounded: at most ``(max_decodes + extend_decodes +
-fallback_decodes) * decode_steps`` denoiser calls per counterfactual, plus the query's inversion
-shared by its modes.
+the verification, and the cost is bounded: with the defaults at most ``(max_decodes + 2 *
+fallback_decodes) * decode_steps`` denoiser calls per counterfactual (the fallback's decodes are
+guided: two calls per step), plus the query's inversion shared by its modes; each optional stage
+(``extend_decodes``, ``unguided_rescue``, ``retry_search``) adds its own decodes.
 
 Two refinements beyond the paper, both measured on digits (``benchmarks/difclue_digits.py``) and
 both switchable off:
@@ -46,7 +47,7 @@ Three choices for validity and realism, each measured side by side with the defa
   flip rate 0.85 vs 0.72, flips an independent classifier agrees with 0.95 vs 0.89; on the
   benchmark pair 0/6 the flip rate drops from 0.98 to 0.945 while conversion rises 0.85 -> 0.92.
 
-* ``fallback='centre'`` (the default since it was measured): what the search could not get
+* ``fallback='centre'`` (the default from then until ``'local'``, below): what the search could not get
   accepted (4 decodes along the direction) is walked from the query's latent towards the mode's
   mean latent instead, ``z + t (c_k - z)`` for ``t = 1/2, 1``, with the query's own noise, for two
   more decodes of the failures only. Mean over the same 10 pairs, with vs without: percent
@@ -58,7 +59,8 @@ Three choices for validity and realism, each measured side by side with the defa
   ``'nearest'`` (towards the mode's training latent nearest to the query) keeps more of the query
   but rescues few: 0.85 conversion, 0.87 flip.
 
-* ``extend_decodes=3`` (the default since it was measured): the surrogate's proposal can fall far
+* ``extend_decodes=3`` (the default since it was measured; with a guided retry it now runs only with
+  ``unguided_rescue=True``): the surrogate's proposal can fall far
   short (on shapes the ladder's top, twice the proposal, flips only 0.54 of counterfactuals), so
   what no rung got accepted keeps doubling past the ladder, up to 3 more decodes, before the
   fallback. Shapes (``shapes_protocol.py --cpu``): flip rate 0.79 vs 0.56, percent conversion
@@ -68,8 +70,8 @@ Three choices for validity and realism, each measured side by side with the defa
   benchmark pairs 1/7 and 0/6 (resnet18, 100 queries) flip 0.99 / 0.995 vs 0.985 / 0.99 at the
   same conversion.
 
-* ``retry_guidance='auto'`` (the default since it was measured): what neither the search nor the
-  fallback got accepted is searched and walked again with classifier-free guidance on the edited
+* ``retry_guidance='auto'`` (the default since it was measured; see the next point for how it runs
+  now): what neither the search nor the fallback got accepted was searched and walked again with classifier-free guidance on the edited
   latent (scale 2). Where a DiffAE's latent decides little of what a decode shows, the query's
   inverted noise overrules the edit; guidance makes the decode follow the latent. Fashion-MNIST
   (``benchmarks/fashion_protocol.py``, 20000-step DiffAE, 2 pairs, 30 queries each): percent
@@ -79,6 +81,19 @@ Three choices for validity and realism, each measured side by side with the defa
   FID 66) for 0.6 more calls. Guiding every decode instead (``guidance_scale=2``) converts as
   well on Fashion-MNIST but costs realism where the latent already rules (shapes FID 83.5 vs
   66.1) and 1.8x the calls on digits.
+
+* ``max_decodes=3``, ``unguided_rescue=False``, ``retry_search=False``, ``fallback='local'`` (the
+  defaults since they were measured): what a 3-rung ladder could not get accepted goes straight to
+  the guided fallback, whose first decode walks to the mean of the query's nearest half of the
+  mode's training latents and whose second to the mode's centre. The retry above spent most of its
+  calls on an unguided rescue that rarely worked where guidance was needed (Fashion-MNIST's harder
+  pair: its unguided fallback rescued 2 of 37) and on a guided re-search. Fashion-MNIST (same
+  protocol; row ``difclue_previous``): conversion 0.97 / 1.00 vs 0.98 / 0.98, flip 1.00 / 0.98 vs
+  1.00 / 1.00, FID 34.9 / 41.2 vs 33.7 / 42.7, at 55 / 57 vs 95 / 140 denoiser calls (DiME: 891 /
+  659), spread ratio 0.47 / 0.54 vs 0.50 / 0.63. The centre fallback instead of the local one: the
+  same conversion at spread 0.38 / 0.51 (scratch run). All 45 digit pairs: 0.965 vs 0.960, flip
+  0.997 both, 33.1 vs 37.1 calls; shapes: conversion 0.992 both, FID 64.8 vs 66.0, 32.8 vs 35.9
+  calls.
 
 * ``mode_bound=q`` (off by default: with the scan it lowered the flip rate on both benchmark
   pairs): the edit may not push any standardised latent coordinate beyond the ``[q, 1 - q]`` quantiles of the target mode's training latents (a per-dimension box), unless the
@@ -116,8 +131,9 @@ class DifCluE(CounterfactualMethod):
         ``'auto'`` searches the smallest accepted step per query and mode (see module docstring
         and ``require_mode``); a float uses that fixed step for every query, as in the paper (the
         published attribute editing uses about 0.3, up to 0.5).
-    max_decodes : int, default=4
-        Decodes allowed per counterfactual in the ``'auto'`` search (the cost bound).
+    max_decodes : int, default=3
+        Rungs of the ``'auto'`` search's ladder (``search='scan'``; the bracket's decodes): 3
+        rungs, ``0.5, 1, 2`` times the surrogate's proposal (4 before; see ``unguided_rescue``).
     alpha_max : float, default=8.0
         Largest step the search may take.
     grid_size : int, default=64
@@ -145,21 +161,32 @@ class DifCluE(CounterfactualMethod):
         Fashion-MNIST half the steps was not enough for thin structures (sandal straps), so the
         default guides them all.
     retry_guidance : float >= 0 or 'auto', default='auto'
-        ``alpha='auto'`` only: the counterfactuals that neither the search nor the ``fallback``
-        got accepted are searched again (same proposal, same ladder and extension), then walked by
-        the fallback again, with every decode guided at this scale. Guidance costs only where the
-        unguided decodes failed (``retry_search=False``: the guided fallback alone). Guidance
-        helps where the inverted noise overrules the latent (a DiffAE whose
-        latent decides little of what a decode shows), not where the latent already rules (there
-        guidance on every decode cost realism). ``'auto'``: ``AUTO_GUIDANCE_SCALE`` (2.0) when the
-        encoder has a null latent (``DiffAEEncoder``'s default ``latent_dropout=0.1``), else 0
-        (off; e.g. a published checkpoint trained without latent dropout).
-    retry_search : bool, default=True
-        Whether the guided retry runs the step search again before its fallback. False: only the
-        fallback's guided walk towards the mode's centre (nothing without a ``fallback``).
-        Fashion-MNIST (``benchmarks/fashion_protocol.py``, row ``difclue_retry_fallback``): the
-        same conversion at 76 / 93 instead of 95 / 140 denoiser calls, but closer to the mode's
-        template (spread ratio 0.45 / 0.54 vs 0.50 / 0.63); digits and shapes: no change.
+        ``alpha='auto'`` only: the counterfactuals the ladder could not get accepted are walked by
+        the ``fallback`` with every decode guided at this scale (by default straight away, see
+        ``unguided_rescue``; ``retry_search=True`` searches the ladder again, guided, first).
+        Guidance costs only where the unguided decodes failed. It helps where the inverted noise
+        overrules the latent (a DiffAE whose latent decides little of what a decode shows), not
+        where the latent already rules (there guidance on every decode cost realism).
+        ``'auto'``: ``AUTO_GUIDANCE_SCALE`` (2.0) when the encoder has a null latent
+        (``DiffAEEncoder``'s default ``latent_dropout=0.1``), else 0 (off; e.g. a published
+        checkpoint trained without latent dropout: then the unguided extension and fallback run).
+    retry_search : bool or 'last', default=False
+        Whether the guided retry runs the step search (ladder and extension) again: ``True``
+        before its guided fallback, ``'last'`` after it, for what even the fallback could not
+        get accepted, ``False`` never. On Fashion-MNIST (``benchmarks/fashion_protocol.py``)
+        ``True`` kept more of the query (spread ratio 0.50 / 0.63 vs 0.45 / 0.54, with the
+        unguided rescue and the centre fallback) at 95 / 140 instead of 76 / 93 denoiser calls.
+        ``'last'`` helps a DiffAE whose latent rules less: on the 10000-step Fashion-MNIST
+        DiffAE the harder pair flips 0.95 instead of 0.83 (conversion 0.87 vs 0.83) at 96 vs 62
+        calls, but its flips there are less real (FID 162 vs 86); on the 20000-step one it
+        changes little (flip 1.00 / 1.00 vs 1.00 / 0.98) for 56 / 64 vs 55 / 57 calls.
+    unguided_rescue : bool, default=False
+        Whether what the ladder could not get accepted is first rescued unguided (the
+        ``extend_decodes`` extension, then the ``fallback``) when a guided retry follows
+        (``retry_guidance`` > 0). False: straight to the guided fallback, which costs two calls
+        per step but lands where the unguided decodes kept failing (on Fashion-MNIST's harder
+        pair the unguided fallback rescued 2 of 37). Without a guided retry the unguided rescue
+        always runs.
     decode_steps : int, default=10
         DDIM decoding steps of each decode (``None``: the encoder's ``decode_steps``). 10 steps
         keep a 16 px digit's reconstruction error at 0.019 ([-1, 1] units; 0.005 with 20) and
@@ -190,18 +217,26 @@ class DifCluE(CounterfactualMethod):
         the smallest that flips; failing that the step with the highest target probability (not
         the largest: far along a direction the decode leaves the data and the classifier often
         flips back).
-    fallback : {'centre', 'nearest'} or None, default='centre'
+    fallback : {'local', 'centre', 'nearest'} or None, default='local'
         What to do for the counterfactuals the step search (``alpha='auto'``) could not get
         accepted: walk the latent from the query's towards a point that lies in mode ``k``
         instead of along the direction: ``'nearest'`` the mode's training latent nearest to the
-        query (standardised), ``'centre'`` the mode's mean latent. ``fallback_decodes``
-        interpolations ``z + t (target - z)``, ``t = 1/n, ..., 1``, are decoded (the query's own
-        noise, as always) and the first accepted one replaces the search's result; failing that,
-        one that flips replaces a result that did not. Costs decodes only for the failures. The
+        query (standardised), ``'centre'`` the mode's mean latent; for both,
+        ``fallback_decodes`` interpolations ``z + t (target - z)``, ``t = 1/n, ..., 1``, are
+        decoded. ``'local'``: each of the ``fallback_decodes`` decodes goes all the way to the
+        mean of the mode's training latents nearest to the query, a share of them growing from
+        ``fallback_share`` to all (the centre, last): a target that keeps what the query shares
+        with its neighbours in the mode before the mode's template. Each decode uses the query's
+        own noise, as always; the first accepted one replaces the search's result; failing
+        that, one that flips replaces a result that did not. Costs decodes only for the failures. The
         reported ``alpha`` of such a counterfactual is its edit's length in step units
         (``|zs' - zs| / sqrt(d)``). None: off (the search's result is kept, as in the paper).
     fallback_decodes : int, default=2
         Decodes of the fallback per failed counterfactual.
+    fallback_share : float in (0, 1], default=0.5
+        ``fallback='local'`` only: share of the mode's training latents (nearest to the query)
+        whose mean the first fallback decode walks to; later decodes take geometrically more, the
+        last all of them.
     extend_decodes : int, default=3
         ``search='scan'`` only: decodes allowed past the ladder for the counterfactuals no rung got
         accepted; their step keeps doubling from the top rung (up to ``alpha_max``), before any
@@ -248,7 +283,8 @@ class DifCluE(CounterfactualMethod):
         "target_confidence": [Interval(numbers.Real, 0.5, 1, closed="left")],
         "guidance_scale": [Interval(numbers.Real, 0, None, closed="left")],
         "retry_guidance": [StrOptions({"auto"}), Interval(numbers.Real, 0, None, closed="left")],
-        "retry_search": ["boolean"],
+        "retry_search": ["boolean", StrOptions({"last"})],
+        "unguided_rescue": ["boolean"],
         "guidance_interval": [Interval(numbers.Real, 0, 1, closed="right")],
         "decode_steps": [Interval(numbers.Integral, 1, 1000, closed="both"), None],
         "require_mode": ["boolean"],
@@ -256,17 +292,19 @@ class DifCluE(CounterfactualMethod):
         "n_source_modes": [Interval(numbers.Integral, 1, None, closed="left")],
         "mode_bound": [Interval(numbers.Real, 0, 0.5, closed="left"), None],
         "search": [StrOptions({"bracket", "scan"})],
-        "fallback": [StrOptions({"nearest", "centre"}), None],
+        "fallback": [StrOptions({"nearest", "centre", "local"}), None],
+        "fallback_share": [Interval(numbers.Real, 0, 1, closed="right")],
         "fallback_decodes": [Interval(numbers.Integral, 1, None, closed="left")],
         "extend_decodes": [Interval(numbers.Integral, 0, None, closed="left")],
         "edit_depth": [Interval(numbers.Real, 0, 1, closed="right")],
     }
 
-    def __init__(self, alpha="auto", *, max_decodes=4, alpha_max=8.0, grid_size=64, margin=1.5,
+    def __init__(self, alpha="auto", *, max_decodes=3, alpha_max=8.0, grid_size=64, margin=1.5,
                  target_confidence=0.9, overshoot=1.0, guidance_scale=0.0, guidance_interval=1.0, retry_guidance="auto",
-                 retry_search=True, decode_steps=10,
+                 retry_search=False, unguided_rescue=False, decode_steps=10,
                  require_mode=True, contrast="source", n_source_modes=16, mode_bound=None,
-                 search="scan", fallback="centre", fallback_decodes=2, extend_decodes=3, edit_depth=1.0):
+                 search="scan", fallback="local", fallback_decodes=2, fallback_share=0.5, extend_decodes=3,
+                 edit_depth=1.0):
         self.alpha = alpha
         self.max_decodes = max_decodes
         self.alpha_max = alpha_max
@@ -278,6 +316,7 @@ class DifCluE(CounterfactualMethod):
         self.guidance_interval = guidance_interval
         self.retry_guidance = retry_guidance
         self.retry_search = retry_search
+        self.unguided_rescue = unguided_rescue
         self.decode_steps = decode_steps
         self.require_mode = require_mode
         self.contrast = contrast
@@ -286,6 +325,7 @@ class DifCluE(CounterfactualMethod):
         self.search = search
         self.fallback = fallback
         self.fallback_decodes = fallback_decodes
+        self.fallback_share = fallback_share
         self.extend_decodes = extend_decodes
         self.edit_depth = edit_depth
 
@@ -341,7 +381,7 @@ class DifCluE(CounterfactualMethod):
                 members = Zs[mode_of == m]
                 if len(members) == 0:  # no training latent is nearest to this mode: its centre
                     members = ((finder.cluster_centers_[m] - finder.mean_) / finder.scale_)[None]
-                if self.fallback == "centre":
+                if self.fallback == "centre":  # ('nearest' and 'local' keep every member)
                     members = members.mean(axis=0, keepdims=True)
                 self.mode_points_[m] = members.astype(np.float32)
         return self
@@ -501,13 +541,17 @@ class DifCluE(CounterfactualMethod):
 
         decode = decoder(self.guidance_scale)
 
+        retry_scale = self.resolved_retry_guidance(model)
+        # With a guided retry to follow, unguided_rescue=False sends what the ladder could not get
+        # accepted straight to it (no unguided extension, no unguided fallback).
+        rescue = self.unguided_rescue or retry_scale == 0
         if self.alpha != "auto":
             alphas = np.full(len(triples), float(self.alpha))
             best, rank = decode(alphas)
             n_decodes = np.ones(len(triples))
         else:
             search = self._scan if self.search == "scan" else self._search
-            best, alphas, rank, n_decodes = search(zs, w, tgt, decode, dirs)
+            best, alphas, rank, n_decodes = search(zs, w, tgt, decode, dirs, extend=rescue)
             if self.overshoot > 1 and len(alphas):
                 further = np.minimum(alphas * self.overshoot, self.alpha_max)
                 images, further_rank = decode(further)
@@ -519,15 +563,14 @@ class DifCluE(CounterfactualMethod):
                 rank = np.where(keep_np, further_rank, rank)
 
         fallback_used = np.zeros(len(triples), dtype=bool)
-        if self.alpha == "auto" and self.fallback is not None and len(triples):
+        if self.alpha == "auto" and self.fallback is not None and len(triples) and rescue:
             best, alphas, rank, fallback_used = self._fallback(zs, dirs, decode, best, alphas, rank, n_decodes)
 
         # What neither the search nor the fallback got accepted: both again, with guided decodes.
         retried = np.zeros(len(triples), dtype=bool)
-        retry_scale = self.resolved_retry_guidance(model)
         if self.alpha == "auto" and retry_scale > 0 and len(triples):
             guided = decoder(retry_scale)
-            if self.retry_search:
+            if self.retry_search is True:
                 best, alphas, rank, retried = self._retry(search, zs, w, tgt, dirs, guided, best, alphas, rank,
                                                           n_decodes)
             else:
@@ -535,6 +578,8 @@ class DifCluE(CounterfactualMethod):
             if self.fallback is not None:
                 best, alphas, rank, used = self._fallback(zs, dirs, guided, best, alphas, rank, n_decodes)
                 fallback_used |= used
+            if self.retry_search == "last":  # what even the guided fallback left: the guided search
+                best, alphas, rank, _ = self._retry(search, zs, w, tgt, dirs, guided, best, alphas, rank, n_decodes)
 
         cfs, cf_target, out_alpha, mode_ids = layout_slots(x_0, q, best, tgt, alphas, dirs)
         info = {"mean_decodes": float(np.mean(n_decodes)) if len(n_decodes) else 0.0,
@@ -591,36 +636,53 @@ class DifCluE(CounterfactualMethod):
         used = np.zeros(len(rank), dtype=bool)
         if failed.size == 0:
             return best, alphas, rank, used
-        targets = np.empty((failed.size, zs.shape[1]))
-        for m in np.unique(dirs[failed]):
-            rows = failed[dirs[failed] == m]
-            points = self.mode_points_[int(m)].astype(np.float64)
-            nearest = np.argmin(((zs[rows, None, :] - points[None]) ** 2).sum(-1), axis=1)
-            targets[np.searchsorted(failed, rows)] = points[nearest]
-        move = targets - zs[failed]
         d = zs.shape[1]
-        length = np.linalg.norm(move, axis=1) / np.sqrt(d)
-        # The fallback reuses ``decode`` (a step along a unit direction): the move's own direction
-        # with a step of its length times t reaches z + t (target - z).
-        unit = move / np.maximum(np.linalg.norm(move, axis=1, keepdims=True), 1e-12)
         done = np.zeros(failed.size, dtype=bool)
-        for t in np.linspace(1.0, self.fallback_decodes, self.fallback_decodes) / self.fallback_decodes:
+        for targets, t in self._fallback_rungs(zs[failed], dirs[failed]):
             todo = np.flatnonzero(~done)
             if todo.size == 0:
                 break
+            # The fallback reuses ``decode`` (a step along a unit direction): the move's own
+            # direction with a step of its length times t reaches z + t (target - z).
+            move = targets[todo] - zs[failed[todo]]
+            unit = move / np.maximum(np.linalg.norm(move, axis=1, keepdims=True), 1e-12)
             idx = failed[todo]
             step = np.zeros(len(rank))
-            step[idx] = t * length[todo]
-            images, new_rank = decode(step, idx, directions=unit[todo])
+            step[idx] = t * np.linalg.norm(move, axis=1) / np.sqrt(d)
+            images, new_rank = decode(step, idx, directions=unit)
             n_decodes[idx] += 1
             better = self._keep_better(best, alphas, rank, idx, images, step[idx], new_rank)
             used[idx[better]] = True
             done[todo[new_rank == 2]] = True
         return best, alphas, rank, used
 
-    def _scan(self, zs, w, tgt, decode, dirs=None):
+    def _fallback_rungs(self, zs, dirs):
+        """The fallback's ``(targets, t)`` per decode, ``targets`` of shape ``(len(zs), d)``.
+
+        ``'nearest'`` / ``'centre'``: one target, ``t = 1/n, ..., 1``. ``'local'``: ``t = 1``
+        and, per rung, the mean of the share ``s_i`` of the mode's training latents nearest to
+        the query, ``s_i`` growing geometrically from ``fallback_share`` to 1 (the centre).
+        """
+        n = self.fallback_decodes
+        if self.fallback == "local":
+            shares = self.fallback_share ** (np.arange(n - 1, -1, -1) / max(n - 1, 1)) if n > 1 else np.ones(1)
+        else:
+            shares = np.zeros(1)  # one target: the nearest point of ``mode_points_``
+        targets = np.empty((len(shares),) + zs.shape)
+        for m in np.unique(dirs):
+            rows = np.flatnonzero(dirs == m)
+            points = self.mode_points_[int(m)].astype(np.float64)
+            order = np.argsort(((zs[rows, None, :] - points[None]) ** 2).sum(-1), axis=1)
+            for i, share in enumerate(shares):
+                k = max(1, int(np.ceil(share * len(points))))
+                targets[i, rows] = points[order[:, :k]].mean(axis=1)
+        if self.fallback == "local":
+            return [(targets[i], 1.0) for i in range(len(shares))]
+        return [(targets[0], t) for t in np.arange(1, n + 1) / n]
+
+    def _scan(self, zs, w, tgt, decode, dirs=None, extend=True):
         """Geometric ladder ``proposal * 2 ** linspace(-1, 1, max_decodes)``, smallest rung first, then
-        up to ``extend_decodes`` doublings for what no rung got accepted (see ``search``)."""
+        (``extend``) up to ``extend_decodes`` doublings for what no rung got accepted (see ``search``)."""
         m = len(w)
         proposal = self._propose(zs, w, tgt, dirs)
         factors = 2.0 ** np.linspace(-1.0, 1.0, self.max_decodes) if self.max_decodes > 1 else np.ones(1)
@@ -658,7 +720,7 @@ class DifCluE(CounterfactualMethod):
         # The surrogate's proposal can fall far short (its linear model of the classifier
         # saturates): keep doubling past the ladder's top for what is still not accepted.
         step = np.minimum(proposal * factors[-1], self.alpha_max)
-        for _ in range(self.extend_decodes):
+        for _ in range(self.extend_decodes if extend else 0):
             idx = np.flatnonzero((best_key[:, 0] < 2) & (step < self.alpha_max))
             if idx.size == 0:
                 break
@@ -666,14 +728,14 @@ class DifCluE(CounterfactualMethod):
             keep(idx, step, tie_break=False)
         return best_images, best_alpha, best_key[:, 0].astype(np.int8), n_decodes
 
-    def _search(self, zs, w, tgt, decode, dirs=None):
+    def _search(self, zs, w, tgt, decode, dirs=None, extend=True):
         """Bracketing search for the smallest accepted step (at most ``max_decodes`` decodes).
 
         Keeps, per pair, ``lo`` (largest step known not accepted) and ``hi`` (smallest step known
         accepted): grow by doubling while ``hi`` is unknown, bisect once it is known, stop a pair
         when its bracket is within 10% or it cannot grow past ``alpha_max``. The image kept is
         the smallest accepted step; failing that the smallest step that flips the classifier;
-        failing that the largest step tried.
+        failing that the largest step tried. (``extend`` is the scan's; the bracket has no extension.)
         """
         m = len(w)
         alpha = self._propose(zs, w, tgt, dirs)
