@@ -14,6 +14,7 @@ import torch
 from skcfx.classifiers import as_proba_model
 from skcfx.diffusion import NFECounter
 from skcfx.methods import DifCluE, ExplainContext
+from skcfx.methods.difclue import _mean_of_nearest
 from skcfx.modes import ModalDirectionFinder
 
 LATENT_DIM = 2
@@ -268,6 +269,13 @@ def test_local_fallback_targets_grow_from_the_query_neighbours_to_the_centre(set
         expected = np.stack([points[np.argsort(row)[:k]].mean(axis=0) for row in dist])
         np.testing.assert_allclose(targets, expected, atol=1e-6)
     np.testing.assert_allclose(rungs[-1][0], np.broadcast_to(points.mean(axis=0), zs.shape), atol=1e-6)
+    # the helper behind it, in blocks smaller than the data (the memory bound for large modes)
+    rng = np.random.default_rng(1)
+    queries, members = rng.normal(size=(37, 4)), rng.normal(size=(101, 4))
+    d2 = ((queries[:, None, :] - members[None]) ** 2).sum(-1)
+    for k in (1, 7, 50, 101):
+        expected = np.stack([members[np.argsort(row)[:k]].mean(axis=0) for row in d2])
+        np.testing.assert_allclose(_mean_of_nearest(queries, members, k, block_elements=300), expected, atol=1e-12)
     # 'nearest' walks t = 1/2, 1 towards the single nearest member
     nearest = _fit(DifCluE(fallback="nearest", fallback_decodes=2), setting)._fallback_rungs(zs, dirs)
     assert [t for _, t in nearest] == [0.5, 1.0]

@@ -672,10 +672,9 @@ class DifCluE(CounterfactualMethod):
         for m in np.unique(dirs):
             rows = np.flatnonzero(dirs == m)
             points = self.mode_points_[int(m)].astype(np.float64)
-            order = np.argsort(((zs[rows, None, :] - points[None]) ** 2).sum(-1), axis=1)
             for i, share in enumerate(shares):
                 k = max(1, int(np.ceil(share * len(points))))
-                targets[i, rows] = points[order[:, :k]].mean(axis=1)
+                targets[i, rows] = points.mean(axis=0) if k == len(points) else _mean_of_nearest(zs[rows], points, k)
         if self.fallback == "local":
             return [(targets[i], 1.0) for i in range(len(shares))]
         return [(targets[0], t) for t in np.arange(1, n + 1) / n]
@@ -765,3 +764,27 @@ class DifCluE(CounterfactualMethod):
             stuck = ~known & (lo >= self.alpha_max)
             active = ~(converged | stuck)
         return best_images, best_alpha, best_rank, n_decodes
+
+
+def _mean_of_nearest(queries, points, k, block_elements=1 << 22):
+    """Mean of the ``k`` rows of ``points`` nearest to each query (Euclidean), ``(len(queries), d)``.
+
+    Distances come from ``|q|^2 - 2 q.p + |p|^2`` in blocks of queries (at most about
+    ``block_elements`` distances at a time); the ``k`` nearest are selected (``argpartition``)
+    and averaged by a product with a ``1/k`` selection matrix of the block's size: a mode of
+    10^5 training latents costs memory for one block, not ``queries x points x d``.
+    """
+    if k >= len(points):
+        return np.broadcast_to(points.mean(axis=0), (len(queries), points.shape[1])).copy()
+    out = np.empty((len(queries), points.shape[1]))
+    sq_points = (points ** 2).sum(axis=1)
+    step = max(1, block_elements // len(points))
+    for start in range(0, len(queries), step):
+        q = queries[start:start + step]
+        d2 = (q ** 2).sum(axis=1)[:, None] - 2.0 * q @ points.T + sq_points[None]
+        nearest = np.argpartition(d2, k - 1, axis=1)[:, :k]
+        weights = np.zeros_like(d2)
+        np.put_along_axis(weights, nearest, 1.0 / k, axis=1)
+        out[start:start + step] = weights @ points
+    return out
+
