@@ -15,9 +15,13 @@ The paper fixes ``alpha`` for every query. skcfx by default chooses ``alpha`` pe
 2. Steps around that proposal are decoded and checked with the real classifier, for at most
    ``max_decodes`` decodes: by default (``search='scan'``) a geometric ladder from half to twice
    the proposal, keeping the smallest accepted step (failing that the smallest flipping one,
-   failing that the most probable one), then, for what no rung got accepted, up to
-   ``extend_decodes`` further doublings past the ladder's top; with ``search='bracket'`` the step
-   is grown (doubling) until it flips, then bisected down while it still flips.
+   failing that the most probable one); with ``search='bracket'`` the step is grown (doubling)
+   until it flips, then bisected down while it still flips.
+3. What no step got accepted is walked towards the mode instead (``fallback``): by default the
+   latent goes to the mean of the query's nearest half of the mode's training latents, then to
+   the mode's centre, each decode guided towards the edited latent (``retry_guidance``). Without
+   guidance (an encoder with no null latent) the ladder is first extended by up to
+   ``extend_decodes`` doublings and the fallback's decodes are unguided.
 
 So the explained classifier's decision enters twice: through the surrogate's proposal and through
 the verification, and the cost is bounded: with the defaults at most ``(max_decodes + 2 *
