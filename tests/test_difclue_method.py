@@ -253,7 +253,7 @@ def test_fallback_walks_failed_counterfactuals_into_their_mode(setting, fallback
         assert sum(points.shape[0] for points in method.mode_points_.values()) == len(setting[1])
 
 
-def test_local_fallback_targets_grow_from_the_query_neighbours_to_the_centre(setting):
+def test_local_fallback_targets_grow_from_the_query_neighbours_to_the_centre(setting, monkeypatch):
     context, Z, y, _ = setting
     method = _fit(DifCluE(fallback="local", fallback_decodes=3, fallback_share=0.25), setting)
     finder = context.direction_finder
@@ -269,6 +269,14 @@ def test_local_fallback_targets_grow_from_the_query_neighbours_to_the_centre(set
         expected = np.stack([points[np.argsort(row)[:k]].mean(axis=0) for row in dist])
         np.testing.assert_allclose(targets, expected, atol=1e-6)
     np.testing.assert_allclose(rungs[-1][0], np.broadcast_to(points.mean(axis=0), zs.shape), atol=1e-6)
+    # a large mode keeps at most MAX_MODE_POINTS members, spread through the training order
+    import skcfx.methods.difclue as difclue_module
+    with monkeypatch.context() as patch:
+        patch.setattr(difclue_module, "MAX_MODE_POINTS", 8)
+        capped = _fit(DifCluE(fallback="local"), setting)
+    sizes = {m: len(p) for m, p in capped.mode_points_.items()}
+    assert all(n == 8 for n in sizes.values()), sizes
+    assert np.isin(capped.mode_points_[0], points).all(axis=1).all()  # members, not new points
     # the helper behind it, in blocks smaller than the data (the memory bound for large modes)
     rng = np.random.default_rng(1)
     queries, members = rng.normal(size=(37, 4)), rng.normal(size=(101, 4))

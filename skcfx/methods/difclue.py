@@ -119,10 +119,13 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from ..diffusion.sampling import NFECounter
 from .base import CounterfactualMethod, MethodOutput, layout_slots, register_method
 
-__all__ = ["DifCluE", "AUTO_GUIDANCE_SCALE"]
+__all__ = ["DifCluE", "AUTO_GUIDANCE_SCALE", "MAX_MODE_POINTS"]
 
 #: The latent guidance scale of ``DifCluE(retry_guidance='auto')`` on an encoder with a null latent.
 AUTO_GUIDANCE_SCALE = 2.0
+
+#: Most training latents per mode kept for ``fallback='local'`` / ``'nearest'`` (``mode_points_``).
+MAX_MODE_POINTS = 4096
 
 
 @register_method
@@ -270,7 +273,8 @@ class DifCluE(CounterfactualMethod):
         standardised units. Empty otherwise.
     mode_points_ : dict
         ``fallback`` set: mode id -> (n_m, latent_dim) float32 standardised latents the fallback
-        walks towards (the mode's training latents for ``'nearest'``, its mean for
+        walks towards (the mode's training latents for ``'nearest'`` and ``'local'``, at most
+        ``MAX_MODE_POINTS`` of them, evenly spaced through the training order; its mean for
         ``'centre'``). Empty otherwise.
     """
 
@@ -385,8 +389,13 @@ class DifCluE(CounterfactualMethod):
                 members = Zs[mode_of == m]
                 if len(members) == 0:  # no training latent is nearest to this mode: its centre
                     members = ((finder.cluster_centers_[m] - finder.mean_) / finder.scale_)[None]
-                if self.fallback == "centre":  # ('nearest' and 'local' keep every member)
+                if self.fallback == "centre":
                     members = members.mean(axis=0, keepdims=True)
+                elif len(members) > MAX_MODE_POINTS:
+                    # 'nearest' / 'local' keep the members, evenly spaced through the training
+                    # order beyond MAX_MODE_POINTS: the fitted method stays small (it is pickled
+                    # with the explainer) and the neighbour means barely move.
+                    members = members[np.linspace(0, len(members) - 1, MAX_MODE_POINTS).round().astype(int)]
                 self.mode_points_[m] = members.astype(np.float32)
         return self
 
