@@ -14,7 +14,7 @@ import torch
 from skcfx.classifiers import as_proba_model
 from skcfx.diffusion import NFECounter
 from skcfx.methods import DifCluE, ExplainContext
-from skcfx.methods.difclue import _mean_of_nearest
+from skcfx.methods.difclue import _means_of_nearest
 from skcfx.modes import ModalDirectionFinder
 
 LATENT_DIM = 2
@@ -281,9 +281,12 @@ def test_local_fallback_targets_grow_from_the_query_neighbours_to_the_centre(set
     rng = np.random.default_rng(1)
     queries, members = rng.normal(size=(37, 4)), rng.normal(size=(101, 4))
     d2 = ((queries[:, None, :] - members[None]) ** 2).sum(-1)
-    for k in (1, 7, 50, 101):
+    ks = (1, 7, 50, 101, 500)
+    means = _means_of_nearest(queries, members, ks, block_elements=300)
+    assert means.shape == (len(ks),) + queries.shape
+    for k, got in zip(ks, means):
         expected = np.stack([members[np.argsort(row)[:k]].mean(axis=0) for row in d2])
-        np.testing.assert_allclose(_mean_of_nearest(queries, members, k, block_elements=300), expected, atol=1e-12)
+        np.testing.assert_allclose(got, expected, atol=1e-12)
     # 'nearest' walks t = 1/2, 1 towards the single nearest member
     nearest = _fit(DifCluE(fallback="nearest", fallback_decodes=2), setting)._fallback_rungs(zs, dirs)
     assert [t for _, t in nearest] == [0.5, 1.0]
@@ -467,6 +470,8 @@ def test_retry_search_last_searches_only_what_the_guided_fallback_left(setting):
     assert after.info["accepted_rate"] == before.info["accepted_rate"] > 0
     assert after.n_function_evals == before.n_function_evals > none.n_function_evals
     np.testing.assert_allclose(after.counterfactuals.numpy(), before.counterfactuals.numpy())
+    numpy_true = DifCluE(**no_fb, retry_search=np.True_).fit(weak, Z, y).generate(weak, x, targets)
+    assert numpy_true.n_function_evals == before.n_function_evals  # a numpy bool is a bool here
     # Where the guided fallback gets everything accepted (the stand-in's guided decodes are exact),
     # 'last' has nothing left to search: the same counterfactuals for the same calls.
     plain = DifCluE(**kwargs, fallback="centre").fit(weak, Z, y).generate(weak, x, targets)

@@ -583,7 +583,9 @@ class DifCluE(CounterfactualMethod):
         retried = np.zeros(len(triples), dtype=bool)
         if self.alpha == "auto" and retry_scale > 0 and len(triples):
             guided = decoder(retry_scale)
-            if self.retry_search is True:
+            # 'last' is a string, so test it first: True / np.True_ search before the fallback
+            search_last = isinstance(self.retry_search, str)
+            if self.retry_search and not search_last:
                 best, alphas, rank, retried = self._retry(search, zs, w, tgt, dirs, guided, best, alphas, rank,
                                                           n_decodes)
             else:
@@ -591,7 +593,7 @@ class DifCluE(CounterfactualMethod):
             if self.fallback is not None:
                 best, alphas, rank, used = self._fallback(zs, dirs, guided, best, alphas, rank, n_decodes)
                 fallback_used |= used
-            if self.retry_search == "last":  # what even the guided fallback left: the guided search
+            if search_last:  # what even the guided fallback left: the guided search
                 best, alphas, rank, _ = self._retry(search, zs, w, tgt, dirs, guided, best, alphas, rank, n_decodes)
 
         cfs, cf_target, out_alpha, mode_ids = layout_slots(x_0, q, best, tgt, alphas, dirs)
@@ -658,10 +660,11 @@ class DifCluE(CounterfactualMethod):
             # The fallback reuses ``decode`` (a step along a unit direction): the move's own
             # direction with a step of its length times t reaches z + t (target - z).
             move = targets[todo] - zs[failed[todo]]
-            unit = move / np.maximum(np.linalg.norm(move, axis=1, keepdims=True), 1e-12)
+            length = np.linalg.norm(move, axis=1)
+            unit = move / np.maximum(length, 1e-12)[:, None]
             idx = failed[todo]
             step = np.zeros(len(rank))
-            step[idx] = t * np.linalg.norm(move, axis=1) / np.sqrt(d)
+            step[idx] = t * length / np.sqrt(d)
             images, new_rank = decode(step, idx, directions=unit)
             n_decodes[idx] += 1
             better = self._keep_better(best, alphas, rank, idx, images, step[idx], new_rank)
@@ -685,9 +688,8 @@ class DifCluE(CounterfactualMethod):
         for m in np.unique(dirs):
             rows = np.flatnonzero(dirs == m)
             points = self.mode_points_[int(m)].astype(np.float64)
-            for i, share in enumerate(shares):
-                k = max(1, int(np.ceil(share * len(points))))
-                targets[i, rows] = points.mean(axis=0) if k == len(points) else _mean_of_nearest(zs[rows], points, k)
+            ks = [max(1, int(np.ceil(share * len(points)))) for share in shares]
+            targets[:, rows] = _means_of_nearest(zs[rows], points, ks)
         if self.fallback == "local":
             return [(targets[i], 1.0) for i in range(len(shares))]
         return [(targets[0], t) for t in np.arange(1, n + 1) / n]
@@ -779,25 +781,29 @@ class DifCluE(CounterfactualMethod):
         return best_images, best_alpha, best_rank, n_decodes
 
 
-def _mean_of_nearest(queries, points, k, block_elements=1 << 22):
-    """Mean of the ``k`` rows of ``points`` nearest to each query (Euclidean), ``(len(queries), d)``.
+def _means_of_nearest(queries, points, ks, block_elements=1 << 22):
+    """Per ``k`` of ``ks``, the mean of the ``k`` rows of ``points`` nearest to each query (Euclidean).
 
-    Distances come from ``|q|^2 - 2 q.p + |p|^2`` in blocks of queries (at most about
-    ``block_elements`` distances at a time); the ``k`` nearest are selected (``argpartition``)
-    and averaged by a product with a ``1/k`` selection matrix of the block's size: a mode of
-    10^5 training latents costs memory for one block, not ``queries x points x d``.
+    Returns an array of shape ``(len(ks), len(queries), d)``. Distances come from ``|q|^2 - 2 q.p
+    + |p|^2`` in blocks of queries (at most about ``block_elements`` distances at a time), once for
+    all ``ks``; the ``k`` nearest are selected (``argpartition``) and averaged by a product with a
+    ``1/k`` selection matrix of the block's size: a mode of 10^5 training latents costs memory for
+    one block, not ``queries x points x d``. ``k >= len(points)`` is the plain mean.
     """
-    if k >= len(points):
-        return np.broadcast_to(points.mean(axis=0), (len(queries), points.shape[1])).copy()
-    out = np.empty((len(queries), points.shape[1]))
+    out = np.empty((len(ks), len(queries), points.shape[1]))
+    partial = [i for i, k in enumerate(ks) if k < len(points)]
+    for i in set(range(len(ks))) - set(partial):
+        out[i] = points.mean(axis=0)
+    if not partial:
+        return out
     sq_points = (points ** 2).sum(axis=1)
     step = max(1, block_elements // len(points))
     for start in range(0, len(queries), step):
         q = queries[start:start + step]
         d2 = (q ** 2).sum(axis=1)[:, None] - 2.0 * q @ points.T + sq_points[None]
-        nearest = np.argpartition(d2, k - 1, axis=1)[:, :k]
-        weights = np.zeros_like(d2)
-        np.put_along_axis(weights, nearest, 1.0 / k, axis=1)
-        out[start:start + step] = weights @ points
+        for i in partial:
+            nearest = np.argpartition(d2, ks[i] - 1, axis=1)[:, :ks[i]]
+            weights = np.zeros_like(d2)
+            np.put_along_axis(weights, nearest, 1.0 / ks[i], axis=1)
+            out[i, start:start + step] = weights @ points
     return out
-
