@@ -173,17 +173,33 @@ def semantic_control(encoder, read, X, y, n_pairs=200, seed=0):
             "encode_steps": int(encoder.encode_steps), "decode_steps": int(encoder.decode_steps)}
 
 
+def flipped_edit_specificity(explanation):
+    """Edit specificity of the flipped counterfactuals of one explanation (``skcfx.metrics.edit_specificity``).
+
+    Returns ``{"spread_ratio_flipped", "closer_to_query_flipped"}``: a mode's spread relative to
+    its queries', and the share closer to their query than to the mode's mean counterfactual;
+    methods without modes (DiME) are judged slot by slot. Nothing flipped: NaN (written as null).
+    """
+    from skcfx.metrics import edit_specificity
+
+    e = explanation
+    k = e.success.shape[1]
+    flipped = e.success & (e.cf_target_class >= 0)
+    slots = np.where(e.mode_ids >= 0, e.mode_ids, np.arange(k)[None, :])
+    spec = (edit_specificity(e.images, e.counterfactuals, np.where(flipped, slots, -1)) if flipped.any()
+            else {"spread_ratio": float("nan"), "closer_to_query": float("nan")})
+    return {"spread_ratio_flipped": spec["spread_ratio"], "closer_to_query_flipped": spec["closer_to_query"]}
+
+
 def edits_and_validity(explanation, independent_predict):
     """Independent validity and edit specificity of one explanation, for every benchmark table.
 
     ``independent_predict(images) -> labels`` is a classifier trained apart from the explained one
     (another architecture and seed, never used while generating). Returns the share of flipped
     counterfactuals it also assigns to their target (``skcfx.metrics.independent_validity``) and
-    the edit specificity of the flipped counterfactuals (``skcfx.metrics.edit_specificity``: a
-    mode's spread relative to its queries', and the share closer to their query than to the
-    mode's mean counterfactual); methods without modes (DiME) are judged slot by slot.
+    :func:`flipped_edit_specificity`.
     """
-    from skcfx.metrics import edit_specificity, independent_validity
+    from skcfx.metrics import independent_validity
 
     e = explanation
     n, k = e.success.shape
@@ -191,9 +207,5 @@ def edits_and_validity(explanation, independent_predict):
     valid = e.cf_target_class >= 0
     targets = np.where(valid, e.classes[np.maximum(e.cf_target_class, 0)], e.classes[0])
     flipped = e.success & valid
-    slots = np.where(e.mode_ids >= 0, e.mode_ids, np.arange(k)[None, :])
-    # Nothing flipped: both are undefined (NaN, written as null), as independent_validity says.
-    spec = (edit_specificity(e.images, e.counterfactuals, np.where(flipped, slots, -1)) if flipped.any()
-            else {"spread_ratio": float("nan"), "closer_to_query": float("nan")})
     return {"independent_validity": independent_validity(predicted.reshape(n, k), targets, flipped),
-            "spread_ratio_flipped": spec["spread_ratio"], "closer_to_query_flipped": spec["closer_to_query"]}
+            **flipped_edit_specificity(e)}

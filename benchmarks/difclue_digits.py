@@ -48,6 +48,9 @@ from skcfx.protocols import evaluate_mode_conversion, match_concepts, mixed_clas
 
 BENCHMARK_PAIRS = [(1, 7), (0, 6)]
 
+# The release before guided its fallback only, every step of it: its rows keep that meaning.
+UNGUIDED_SEARCH = dict(guidance_scale=0.0, guidance_interval=1.0)
+
 VARIANTS = {
     "difclue": dict(n_modes=2, method=lambda: DifCluE()),
     "mode_bound_0.05": dict(n_modes=2, method=lambda: DifCluE(mode_bound=0.05)),
@@ -60,29 +63,35 @@ VARIANTS = {
     "paper_direction": dict(n_modes=2, method=lambda: DifCluE(contrast="rest")),
     "no_mode_check": dict(n_modes=2, method=lambda: DifCluE(require_mode=False)),
     "paper_direction_no_mode_check": dict(n_modes=2, method=lambda: DifCluE(contrast="rest", require_mode=False)),
-    "guidance_1": dict(n_modes=2, method=lambda: DifCluE(guidance_scale=1.0, max_decodes=2)),
+    "guidance_1": dict(n_modes=2, method=lambda: DifCluE(guidance_scale=1.0, guidance_interval=1.0, max_decodes=2)),
     # Latent guidance on every decode step, or on the noisiest half only (half the extra cost),
-    # instead of the default's guided retry of the failures only.
-    "guidance_2": dict(n_modes=2, method=lambda: DifCluE(guidance_scale=2.0, retry_guidance=0.0)),
+    # and no guided retry (the rows of the release that guided the retry only).
+    "guidance_2": dict(n_modes=2, method=lambda: DifCluE(guidance_scale=2.0, guidance_interval=1.0, retry_guidance=0.0)),
     "guidance_2_half": dict(n_modes=2, method=lambda: DifCluE(guidance_scale=2.0, guidance_interval=0.5,
                                                              retry_guidance=0.0)),
-    "no_retry": dict(n_modes=2, method=lambda: DifCluE(retry_guidance=0.0)),
+    # No latent guidance at all (what an encoder without a null latent gets).
+    "no_retry": dict(n_modes=2, method=lambda: DifCluE(guidance_scale=0.0, retry_guidance=0.0)),
     "retry_fallback": dict(n_modes=2, method=lambda: DifCluE(retry_search=False, unguided_rescue=True, max_decodes=4,
-                                                            fallback="centre")),
-    # the defaults of the release before: 4 rungs, unguided extension and centre fallback, guided re-search
+                                                            fallback="centre", **UNGUIDED_SEARCH)),
+    # the defaults of two releases before: 4 rungs, unguided extension and centre fallback, guided re-search
     "previous_default": dict(n_modes=2, method=lambda: DifCluE(max_decodes=4, unguided_rescue=True, retry_search=True,
-                                                              fallback="centre")),
+                                                              fallback="centre", **UNGUIDED_SEARCH)),
     # What a 3-rung ladder could not get accepted goes straight to the guided fallback (no unguided
     # extension, fallback or re-search): the cheapest escalation, measured for Fashion-MNIST's cost goal.
     "direct_retry_3": dict(n_modes=2, method=lambda: DifCluE(max_decodes=3, extend_decodes=0, retry_search=False,
-                                                            unguided_rescue=False)),
-    # ... with the 'local' fallback (the mean of the query's nearest half of the mode, then the centre)
+                                                            unguided_rescue=False, **UNGUIDED_SEARCH)),
+    # ... with the 'local' fallback (the mean of the query's nearest half of the mode, then the
+    # centre): the defaults of the release before (an unguided ladder, fully guided fallback)
     "direct_local_3": dict(n_modes=2, method=lambda: DifCluE(max_decodes=3, retry_search=False, unguided_rescue=False,
-                                                            fallback="local")),
-    # the same ladder and fallback for an encoder without a null latent (no guided retry)
-    "local_3_no_retry": dict(n_modes=2, method=lambda: DifCluE(max_decodes=3, fallback="local", retry_guidance=0.0)),
+                                                            fallback="local", **UNGUIDED_SEARCH)),
+    # the same ladder and fallback for an encoder without a null latent (no guidance at all)
+    "local_3_no_retry": dict(n_modes=2, method=lambda: DifCluE(max_decodes=3, fallback="local", guidance_scale=0.0,
+                                                              retry_guidance=0.0)),
     "direct_retry_4": dict(n_modes=2, method=lambda: DifCluE(extend_decodes=0, retry_search=False,
-                                                            unguided_rescue=False)),
+                                                            unguided_rescue=False, **UNGUIDED_SEARCH)),
+    # Guidance on every decode in other intervals of t / T than the default's (0.1, 0.6).
+    "interval_0.2_0.6": dict(n_modes=2, method=lambda: DifCluE(guidance_interval=(0.2, 0.6))),
+    "interval_noisiest_half": dict(n_modes=2, method=lambda: DifCluE(guidance_interval=0.5)),
     "fixed_alpha_0.5": dict(n_modes=2, method=lambda: DifCluE(alpha=0.5, contrast="rest")),
     "fixed_alpha_1": dict(n_modes=2, method=lambda: DifCluE(alpha=1.0, contrast="rest")),
     "fixed_alpha_2": dict(n_modes=2, method=lambda: DifCluE(alpha=2.0, contrast="rest")),

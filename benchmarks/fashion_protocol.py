@@ -202,6 +202,9 @@ def cached_classifier(cfg, name, X, y, seed):
 # n_guided_queries queries because each counterfactual costs hundreds of denoiser calls)
 # ---------------------------------------------------------------------------------------------------
 
+# The release before guided its fallback only, every step of it: its rows keep that meaning.
+UNGUIDED_SEARCH = dict(guidance_scale=0.0, guidance_interval=1.0)
+
 METHODS = {
     "difclue": (lambda cfg: DifCluE(), True, False),
     "paper_alpha": (lambda cfg: DifCluE(alpha=cfg["paper_alpha"], contrast="rest"), True, False),
@@ -209,19 +212,26 @@ METHODS = {
     "difclue_far": (lambda cfg: DifCluE(alpha_max=32.0, max_decodes=6), True, False),
     # Extra row (not a default): every decode with the DiffAE's own 20 steps instead of DifCluE's 10.
     "difclue_decode_20": (lambda cfg: DifCluE(decode_steps=None), True, False),
-    # Extra rows (not defaults): no guided retry of the failures (what an encoder without a null
-    # latent gets), and latent guidance on every decode instead of the retry.
-    "difclue_no_retry": (lambda cfg: DifCluE(retry_guidance=0.0), True, False),
-    "difclue_guided": (lambda cfg: DifCluE(guidance_scale=2.0, retry_guidance=0.0), True, False),
+    # Extra rows (not defaults): no latent guidance at all (what an encoder without a null latent
+    # gets), and guidance on every step of every decode.
+    "difclue_no_retry": (lambda cfg: DifCluE(guidance_scale=0.0, retry_guidance=0.0), True, False),
+    "difclue_guided": (lambda cfg: DifCluE(guidance_scale=2.0, guidance_interval=1.0, retry_guidance=0.0), True,
+                       False),
+    # Extra row (not a default): guidance on the noisiest half of every decode's steps instead of
+    # the default's interval (0.1, 0.6) of t / T.
+    "difclue_noisiest_half": (lambda cfg: DifCluE(guidance_interval=0.5), True, False),
+    # Extra row: the defaults of the release before (an unguided ladder, then the local fallback
+    # with every step guided), side by side with the defaults now.
+    "difclue_unguided_search": (lambda cfg: DifCluE(**UNGUIDED_SEARCH), True, False),
     # Extra row (not a default): the guided retry without its search, its fallback only (cheaper).
     "difclue_retry_fallback": (lambda cfg: DifCluE(retry_search=False, unguided_rescue=True, max_decodes=4,
-                                                   fallback="centre"), True, False),
+                                                   fallback="centre", **UNGUIDED_SEARCH), True, False),
     # Extra row (not a default): the guided search once more for what even the guided fallback left.
     "difclue_search_last": (lambda cfg: DifCluE(retry_search="last"), True, False),
-    # Extra row: the defaults of the release before (4 rungs, unguided extension and centre
-    # fallback, then the guided search and fallback again), side by side with the defaults now.
+    # Extra row: the defaults of two releases before (4 rungs, unguided extension and centre
+    # fallback, then the guided search and fallback again).
     "difclue_previous": (lambda cfg: DifCluE(max_decodes=4, unguided_rescue=True, retry_search=True,
-                                             fallback="centre"), True, False),
+                                             fallback="centre", **UNGUIDED_SEARCH), True, False),
     "dime": (lambda cfg: DiME(n_samples=cfg["n_samples"], **cfg["dime"]), False, True),
     "fastdime": (lambda cfg: FastDiME(n_samples=cfg["n_samples"], **cfg["fastdime"]), False, True),
     # The paper's comparator (not in the default list: ~11 min of traversal training per pair on a CPU).
@@ -285,6 +295,33 @@ def _fid(images, reference_features, oracle, heldout):
     return {"n": int(n), "fid": float(fid), "real_baseline_same_n": float(base)}
 
 
+def real_references(queries, X_train, train_mode, modes, seed):
+    """Real training images of each mode used as "counterfactuals" of the queries: the yardstick of
+    the spread ratio (``edit_specificity``) and of the L1 distance to the query.
+
+    ``random_member``: a random member of the mode per query (as diverse as the mode itself);
+    ``nearest_member``: the member nearest to each query in pixel L1 (a retrieved, not an edited,
+    counterfactual). Returns, per reference, the spread ratio and the mean L1 to the query
+    (both in [0, 1] pixel units, averaged over the modes).
+    """
+    from skcfx.metrics import edit_specificity
+
+    rng = np.random.default_rng(seed)
+    q = queries.astype(np.float64) / 255.0
+    flat_q = q.reshape(len(q), -1)
+    out = {"random_member": {"spread_ratio": [], "l1": []}, "nearest_member": {"spread_ratio": [], "l1": []}}
+    for m in modes:
+        members = X_train[train_mode == m].astype(np.float64) / 255.0
+        flat_m = members.reshape(len(members), -1)
+        picks = {"random_member": members[rng.choice(len(members), len(q), replace=len(members) < len(q))],
+                 # one query at a time: queries x members x pixels would not fit for a large mode
+                 "nearest_member": members[[int(np.abs(flat_m - x).mean(axis=1).argmin()) for x in flat_q]]}
+        for name, chosen in picks.items():
+            out[name]["spread_ratio"].append(edit_specificity(q, chosen[:, None])["spread_ratio"])
+            out[name]["l1"].append(float(np.abs(chosen - q).mean()))
+    return {name: {k: float(np.mean(v)) for k, v in row.items()} for name, row in out.items()}
+
+
 def run_pair(pair, models, data, cfg, methods, Z_train, log):
     """The protocol on one pair of garment classes; returns (results, explanations)."""
     names = data["names"]
@@ -340,12 +377,13 @@ def run_pair(pair, models, data, cfg, methods, Z_train, log):
         log(f"{pair} {name}: " + json.dumps({k: row.get(k) for k in ("percent_conversion", "flip_rate", "fid",
                                                                      "n_function_evals", "seconds_per_counterfactual")}))
     real_baseline = frechet_distance(reference_features, extract_features(baseline_images, models["oracle"].module_))
+    references = real_references(queries, data["X_train"], finder.predict(Z_train), list(mapping), cfg["seed"])
     out = {"pair": list(pair), "pair_labels": list(pair_labels), "classifier_accuracy": clf_acc,
            "independent_accuracy": independent_acc, "independent_params": cfg["independent"],
            "classifier_fit_s": clf_s, "classifier_cached": clf_cached, "n_queries": int(len(queries)),
            "n_guided_queries": int(n_guided), "mode_to_class": {str(m): names[c] for m, c in mapping.items()},
            "mode_recovery": recovery, "fid_real_baseline": float(real_baseline), "n_fid_baseline": int(n_base),
-           "n_fid_reference": int(len(reference)), "methods": results}
+           "n_fid_reference": int(len(reference)), "real_references": references, "methods": results}
     return out, explanations, mapping
 
 
@@ -531,6 +569,9 @@ def readme_lines(result):
                 f"{_f(row['oracle_class_changed'])} | {_f(row['sigma_L'], 3)} | "
                 f"{_f(row.get('spread_ratio_flipped'))} | {_f(row['l1'], 3)} | "
                 f"{row['n_function_evals']:.0f} | {_f(row['seconds_per_counterfactual'])} |")
+        for name, ref in run.get("real_references", {}).items():  # real images as the yardstick
+            lines.append(f"| {' / '.join(run['pair'])} | real {name.replace('_', ' ')} | {run['n_queries']} | "
+                         f"| | | | | | | | {_f(ref['spread_ratio'])} | {_f(ref['l1'], 3)} | | |")
     return lines
 
 

@@ -135,13 +135,25 @@ PAIRS_RUNS = {
         "half of its steps instead, `retry_fallback` the retry's guided fallback alone (`retry_search=False`); "
         "`direct_retry_3` / `_4` a 3- / 4-rung ladder then straight to the guided centre fallback "
         "(`unguided_rescue=False`); `direct_local_3` the same with the 'local' fallback (the query's nearest "
-        "half of the mode, then the centre): **today's defaults**; `local_3_no_retry` today's ladder and "
+        "half of the mode, then the centre): the previous defaults; `local_3_no_retry` that ladder and "
         "fallback without guidance (what an encoder without a null latent gets)."),
     "difclue_digits_two_pairs_guidance": (
         "--pairs 1,7 0,6 --n-queries 100 --classifier resnet18:15 --variants gmm,difclue "
         "--output difclue_digits_two_pairs_guidance (then `--variants direct_local_3 --add-to`)",
         "The two benchmark pairs with the stronger classifier: `gmm` without the guided retry, `difclue` "
-        "with it (the previous default), `direct_local_3` today's defaults."),
+        "with it (the previous default), `direct_local_3` the defaults of the release after."),
+    "difclue_digits_all_pairs_interval": (
+        "--pairs all --variants difclue,direct_local_3,interval_0.2_0.6,interval_noisiest_half "
+        "--output difclue_digits_all_pairs_interval",
+        "All 45 pairs: `difclue` **today's defaults** (every decode guided, scale 2, in the steps with "
+        "0.1 T <= t <= 0.6 T), `direct_local_3` the previous defaults (an unguided ladder, then the local "
+        "fallback guided at every step), `interval_0.2_0.6` / `interval_noisiest_half` guidance on every "
+        "decode in another interval."),
+    "difclue_digits_two_pairs_interval": (
+        "--pairs 1,7 0,6 --n-queries 100 --classifier resnet18:15 --variants difclue,direct_local_3 "
+        "--output difclue_digits_two_pairs_interval",
+        "The two benchmark pairs with the stronger classifier: `difclue` today's defaults, `direct_local_3` "
+        "the previous ones."),
 }
 
 
@@ -310,15 +322,15 @@ def shapes_variants_section(r):
              f"{s['n_queries_per_class']} queries per class held fixed; only DifCluE's options change. "
              "Positives must lose their red or their border to flip.", "",
              "| variant | flip rate | negatives | positives (red / border) | percent conversion per mode | FID "
-             "| NFE / CF | accepted | fallback used |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| spread ratio (flipped) | NFE / CF | accepted | fallback used |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, v in r["variants"].items():
         pc = v["percent_conversion"]
         modes = " / ".join(f"{m['attribute']} {m['rate']:.2f}" for m in pc["per_mode"]) + f" (mean {pc['mean']:.2f})"
         by_sub = " / ".join(f"{x:.2f}" for x in v["flip_rate_positives_by_subclass"].values())
         lines.append(f"| {name} | {v['flip_rate']:.2f} | {v['flip_rate_negatives']:.2f} | "
                      f"{v['flip_rate_positives']:.2f} ({by_sub}) | {modes} | {_f(v['fid'], 1)} | "
-                     f"{v['n_function_evals']:.0f} | {v['info'].get('accepted_rate', 0):.2f} | "
+                     f"{_f(v.get('spread_ratio_flipped'), 2)} | {v['n_function_evals']:.0f} | {v['info'].get('accepted_rate', 0):.2f} | "
                      f"{v['info'].get('fallback_rate', 0):.2f} |")
     return lines
 
@@ -362,6 +374,7 @@ def main():
                      ("shapes_difclue_variants", shapes_variants_section),
                      ("shapes_difclue_variants_guidance", shapes_variants_section),
                      ("shapes_difclue_variants_direct", shapes_variants_section),
+                     ("shapes_difclue_variants_interval", shapes_variants_section),
                      ("shapes_difclue_variants_8000", lambda r: shapes_length_section(
                          [x for x in map(_load, SHAPES_LENGTHS) if x is not None and "semantic_control" in x])),
                      ("memory_fit", memory_fit_section), ("train_speed", train_speed_section),

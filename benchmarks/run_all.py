@@ -33,6 +33,12 @@ SCRIPTS = [
      "--output", "difclue_digits_all_pairs_guidance", "--add-to"],
     ["difclue_digits.py", "--pairs", "1,7", "0,6", "--n-queries", "100", "--classifier", "resnet18:15",
      "--variants", "direct_local_3", "--output", "difclue_digits_two_pairs_guidance", "--add-to"],
+    # guidance on every decode in the interval (0.1, 0.6) of t / T (today's defaults: difclue) against
+    # the unguided ladder and fully guided fallback before it (direct_local_3) and other intervals
+    ["difclue_digits.py", "--pairs", "all", "--variants",
+     "difclue,direct_local_3,interval_0.2_0.6,interval_noisiest_half", "--output", "difclue_digits_all_pairs_interval"],
+    ["difclue_digits.py", "--pairs", "1,7", "0,6", "--n-queries", "100", "--classifier", "resnet18:15",
+     "--variants", "difclue,direct_local_3", "--output", "difclue_digits_two_pairs_interval"],
     ["modes_digits_pairs.py"],
     ["modes_digits_pairs.py", "--encoder-steps", "5000", "--output", "modes_digits_pairs_5000"],
     ["compare_methods.py"],
@@ -44,6 +50,8 @@ SCRIPTS = [
      "--output", "shapes_difclue_variants_guidance"],
     ["shapes_difclue_variants.py", "--variants", "previous_default,direct_local_3,local_3_no_retry,previous_no_retry,"
      "direct_retry_3", "--output", "shapes_difclue_variants_direct"],
+    ["shapes_difclue_variants.py", "--variants", "default,unguided_search,interval_0.2_0.6,interval_noisiest_half,"
+     "guidance_2", "--output", "shapes_difclue_variants_interval"],
     ["memory_fit.py", "--steps", "2"],  # about 25 min: 2 x 4 fits of the 64 px DiffAE
     ["train_speed.py", "--steps", "10"],  # about 40 min on 2 busy cores (64 px training dominates)
 ]

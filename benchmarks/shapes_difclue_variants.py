@@ -22,31 +22,44 @@ import time
 import numpy as np
 
 import shapes_protocol as sp
-from _common import CACHE, load_or_fit, semantic_control, write_json
+from _common import CACHE, flipped_edit_specificity, load_or_fit, semantic_control, write_json
 from skcfx import CounterfactualExplainer, ModalDirectionFinder
 from skcfx.classifiers import TimmClassifier
 from skcfx.methods import DifCluE
 from skcfx.metrics import extract_features, frechet_distance
 from skcfx.protocols import attribute_proba, fit_attribute_oracle, mode_subclasses
 
+# The release before guided its fallback only, every step of it: its rows keep that meaning.
+UNGUIDED_SEARCH = dict(guidance_scale=0.0, guidance_interval=1.0)
+
 VARIANTS = {
     "default": dict(),
-    # the defaults of the release before (4 rungs, unguided extension and centre fallback, guided re-search)
-    "previous_default": dict(max_decodes=4, unguided_rescue=True, retry_search=True, fallback="centre"),
-    "no_extension": dict(extend_decodes=0),
-    "scan_alone": dict(extend_decodes=0, fallback=None),
-    "bracket": dict(search="bracket", fallback=None),
-    "bracket_fallback": dict(search="bracket"),
+    # the defaults of the release before: an unguided ladder, then the fully guided local fallback
+    "unguided_search": dict(**UNGUIDED_SEARCH),
+    # guidance on every decode in other intervals of t / T than the default's (0.1, 0.6)
+    "interval_0.2_0.6": dict(guidance_interval=(0.2, 0.6)),
+    "interval_noisiest_half": dict(guidance_interval=0.5),
+    # the defaults of two releases before (4 rungs, unguided extension and centre fallback, guided re-search)
+    "previous_default": dict(max_decodes=4, unguided_rescue=True, retry_search=True, fallback="centre",
+                             **UNGUIDED_SEARCH),
+    "no_extension": dict(extend_decodes=0, **UNGUIDED_SEARCH),
+    "scan_alone": dict(extend_decodes=0, fallback=None, **UNGUIDED_SEARCH),
+    "bracket": dict(search="bracket", fallback=None, **UNGUIDED_SEARCH),
+    "bracket_fallback": dict(search="bracket", **UNGUIDED_SEARCH),
     "decode_20": dict(decode_steps=None),
-    "guidance_3": dict(guidance_scale=3.0),
-    "no_retry": dict(retry_guidance=0.0),
-    "previous_no_retry": dict(max_decodes=4, fallback="centre", retry_guidance=0.0),
-    "retry_fallback": dict(retry_search=False, unguided_rescue=True, max_decodes=4, fallback="centre"),
-    "direct_retry_3": dict(max_decodes=3, extend_decodes=0, retry_search=False, unguided_rescue=False),
-    "direct_local_3": dict(max_decodes=3, retry_search=False, unguided_rescue=False, fallback="local"),
-    "local_3_no_retry": dict(max_decodes=3, fallback="local", retry_guidance=0.0),
-    "direct_retry_4": dict(extend_decodes=0, retry_search=False, unguided_rescue=False),
-    "guidance_2": dict(guidance_scale=2.0, retry_guidance=0.0),
+    "guidance_3": dict(guidance_scale=3.0, guidance_interval=1.0),
+    # no latent guidance at all (what an encoder without a null latent gets)
+    "no_retry": dict(guidance_scale=0.0, retry_guidance=0.0),
+    "previous_no_retry": dict(max_decodes=4, fallback="centre", guidance_scale=0.0, retry_guidance=0.0),
+    "retry_fallback": dict(retry_search=False, unguided_rescue=True, max_decodes=4, fallback="centre",
+                           **UNGUIDED_SEARCH),
+    "direct_retry_3": dict(max_decodes=3, extend_decodes=0, retry_search=False, unguided_rescue=False,
+                           **UNGUIDED_SEARCH),
+    "direct_local_3": dict(max_decodes=3, retry_search=False, unguided_rescue=False, fallback="local",
+                           **UNGUIDED_SEARCH),
+    "local_3_no_retry": dict(max_decodes=3, fallback="local", guidance_scale=0.0, retry_guidance=0.0),
+    "direct_retry_4": dict(extend_decodes=0, retry_search=False, unguided_rescue=False, **UNGUIDED_SEARCH),
+    "guidance_2": dict(guidance_scale=2.0, guidance_interval=1.0, retry_guidance=0.0),
     "guidance_2_half": dict(guidance_scale=2.0, guidance_interval=0.5, retry_guidance=0.0),
     "paper_direction": dict(contrast="rest"),
     "no_mode_check": dict(require_mode=False),
@@ -85,6 +98,7 @@ def score(e, explainer, task, split, cfg, oracle, reference):
         "n_function_evals": float(e.n_function_evals),
         "mean_alpha": float(np.mean(e.alphas)),
         "mode_recovery_ari": recovery.get("ari"),
+        **flipped_edit_specificity(e),
         "info": {key: v for key, v in e.info.items() if isinstance(v, (int, float))},
     }
 
@@ -125,7 +139,7 @@ def main():
         r = rows[name]
         print(f"{name}: flip {r['flip_rate']:.3f} (neg {r['flip_rate_negatives']:.3f} / pos "
               f"{r['flip_rate_positives']:.3f}), conversion {r['percent_conversion']['mean']:.3f}, "
-              f"FID {r['fid']:.1f}, NFE {r['n_function_evals']:.1f}", flush=True)
+              f"FID {r['fid']:.1f}, NFE {r['n_function_evals']:.1f}, spread {r['spread_ratio_flipped']:.2f}", flush=True)
     # Does the latent decide the positive class's attributes, or the inverted noise? (DifCluE edits
     # only the latent: an attribute the noise decides cannot be changed by it.)
     control = {}

@@ -102,8 +102,10 @@ FULL = dict(
     # DISSECT (the DifCluE paper's comparator): K = n_modes traversals, its library defaults.
     dissect=dict(),
     # Extra DifCluE rows, side by side with the default one: name -> overrides of ``difclue``
-    # (the ladder alone, without the doublings past it; every decode with the encoder's own steps).
-    extra_difclue={"difclue_no_extension": dict(extend_decodes=0), "difclue_decode_20": dict(decode_steps=None)},
+    # (the ladder alone, without the doublings past it; every decode with the encoder's own steps;
+    # the defaults of the release before: an unguided ladder, then the fully guided fallback).
+    extra_difclue={"difclue_no_extension": dict(extend_decodes=0), "difclue_decode_20": dict(decode_steps=None),
+                   "difclue_unguided_search": dict(guidance_scale=0.0, guidance_interval=1.0)},
     n_fit_guided=256,
 )
 

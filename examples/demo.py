@@ -35,6 +35,7 @@ from sklearn.svm import SVC
 from skcfx import CounterfactualExplainer, DiffAEEncoder, ModalDirectionFinder
 from skcfx.classifiers import TimmClassifier
 from skcfx.datasets import load_digits_images
+from skcfx.metrics import edit_specificity
 from skcfx.protocols import evaluate_mode_conversion, mixed_class_labels, mode_subclasses
 
 POSITIVE = (1, 7)
@@ -140,6 +141,12 @@ def main(argv=None):
                "classifier": f"timm {args.classifier}, {args.classifier_epochs} epochs",
                "classifier_test_accuracy": round(accuracy, 4),
                **oracle_metrics(explainer, explanation, X_train, y_train), "n_queries": int(len(queries))}
+    # Edits, not templates: how much a mode's flipped counterfactuals differ from each other,
+    # relative to how much their queries differ (1: each keeps its query's look, 0: one template).
+    spec = edit_specificity(explanation.images, explanation.counterfactuals,
+                            np.where(explanation.success, explanation.mode_ids, -1))
+    metrics["edit_specificity"] = {"spread_ratio": round(spec["spread_ratio"], 3),
+                                   "closer_to_query": round(spec["closer_to_query"], 3)}
 
     print("[6/6] writing the report")
     write_report(out / "index.html", explainer, explanation, metrics, X_train, y_train)
@@ -148,7 +155,7 @@ def main(argv=None):
                           "torch": torch.__version__, "cuda": torch.cuda.is_available()}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print(json.dumps({k: metrics[k] for k in ("percent_conversion", "flip_rate", "n_function_evals", "mode_recovery",
-                                              "total_time_s")}, indent=2))
+                                              "edit_specificity", "total_time_s")}, indent=2))
     print(f"wrote {out.resolve() / 'index.html'} (open it in a browser), counterfactuals.png, reconstructions.png, "
           "metrics.json, explanation.npz")
     return explanation

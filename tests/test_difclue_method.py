@@ -386,8 +386,9 @@ def test_retry_guidance_searches_the_failures_again_with_guided_decodes(setting)
     context, Z, y, x = setting
     weak = ExplainContext(**{**context.__dict__, "model": _WeakLatentModel()})
     targets = np.ones((len(x), 1), dtype=int)
+    # an unguided search (guidance_scale=0), so that only the retry is guided
     kwargs = dict(search="scan", max_decodes=2, extend_decodes=0, require_mode=False, contrast="rest",
-                  fallback=None, alpha_max=1.0, retry_search=True)
+                  fallback=None, alpha_max=1.0, retry_search=True, guidance_scale=0.0)
     plain = DifCluE(**kwargs, retry_guidance=0.0).fit(weak, Z, y).generate(weak, x, targets)
     assert plain.info["accepted_rate"] == 0.0 and plain.info["retry_rate"] == 0.0
     method = DifCluE(**kwargs).fit(weak, Z, y)  # retry_guidance='auto'
@@ -411,7 +412,7 @@ def test_retry_without_search_walks_the_failures_with_guided_fallback_decodes(se
     weak = ExplainContext(**{**context.__dict__, "model": _WeakLatentModel()})
     targets = np.ones((len(x), 1), dtype=int)
     kwargs = dict(search="scan", max_decodes=2, extend_decodes=0, require_mode=True, contrast="rest",
-                  fallback="centre", fallback_decodes=2, alpha_max=1.0)
+                  fallback="centre", fallback_decodes=2, alpha_max=1.0, guidance_scale=0.0)
     plain = DifCluE(**kwargs, retry_guidance=0.0).fit(weak, Z, y).generate(weak, x, targets)
     assert plain.info["accepted_rate"] == 0.0
     method = DifCluE(**kwargs, retry_search=False, unguided_rescue=True).fit(weak, Z, y)
@@ -436,7 +437,7 @@ def test_without_unguided_rescue_the_failures_go_straight_to_the_guided_fallback
     weak = ExplainContext(**{**context.__dict__, "model": _WeakLatentModel()})
     targets = np.ones((len(x), 1), dtype=int)
     kwargs = dict(search="scan", max_decodes=2, extend_decodes=0, require_mode=True, contrast="rest",
-                  fallback="centre", fallback_decodes=2, alpha_max=1.0, retry_search=False)
+                  fallback="centre", fallback_decodes=2, alpha_max=1.0, retry_search=False, guidance_scale=0.0)
     both = DifCluE(**kwargs, unguided_rescue=True).fit(weak, Z, y).generate(weak, x, targets)
     direct = DifCluE(**kwargs, unguided_rescue=False).fit(weak, Z, y).generate(weak, x, targets)
     extended = dict(kwargs, extend_decodes=2, unguided_rescue=False)
@@ -460,7 +461,7 @@ def test_retry_search_last_searches_only_what_the_guided_fallback_left(setting):
     weak = ExplainContext(**{**context.__dict__, "model": _WeakLatentModel()})
     targets = np.ones((len(x), 1), dtype=int)
     kwargs = dict(search="scan", max_decodes=2, extend_decodes=0, require_mode=True, contrast="rest",
-                  alpha_max=1.0)
+                  alpha_max=1.0, guidance_scale=0.0)
     # Without a fallback, 'last' is the guided search of every failure, as retry_search=True.
     no_fb = dict(kwargs, fallback=None)
     before = DifCluE(**no_fb, retry_search=True).fit(weak, Z, y).generate(weak, x, targets)
@@ -481,3 +482,46 @@ def test_retry_search_last_searches_only_what_the_guided_fallback_left(setting):
     np.testing.assert_allclose(last.counterfactuals.numpy(), plain.counterfactuals.numpy())
     with pytest.raises(ValueError, match="retry_search"):
         DifCluE(retry_search="first").fit(weak, Z, y)
+
+
+class _RecordingWeakModel(_WeakLatentModel):
+    """The weak stand-in, recording the guidance keywords of every decode."""
+
+    def __init__(self):
+        self.calls = []
+
+    def decode(self, z, x_T, n_steps, *, guidance_scale=0.0, counter=None, start_index=None, **kwargs):
+        self.calls.append((guidance_scale, kwargs))
+        return super().decode(z, x_T, n_steps, guidance_scale=guidance_scale, counter=counter,
+                              start_index=start_index)
+
+
+def test_auto_guidance_guides_every_decode_in_its_interval_when_the_encoder_has_a_null_latent(setting):
+    context, Z, y, x = setting
+    targets = np.ones((len(x), 1), dtype=int)
+    kwargs = dict(search="scan", max_decodes=2, extend_decodes=0, require_mode=False, contrast="rest",
+                  fallback=None, alpha_max=1.0)
+    model = _RecordingWeakModel()
+    weak = ExplainContext(**{**context.__dict__, "model": model})
+    method = DifCluE(**kwargs).fit(weak, Z, y)  # guidance_scale='auto', guidance_interval=(0.1, 0.6)
+    assert method.resolved_guidance_scale(model) == 2.0
+    out = method.generate(weak, x, targets)
+    # the ladder's decodes are guided (the weak stand-in's guided decodes are exact): no retry needed
+    assert out.info["accepted_rate"] == 1.0 and out.info["retry_rate"] == 0.0
+    assert out.info["mean_guided_decodes"] == out.info["mean_decodes"]
+    assert model.calls and all(scale == 2.0 and kw == {"guidance_interval": (0.1, 0.6)} for scale, kw in model.calls)
+    # a float interval is the share of steps guided, the noisiest first (DifCluE decodes in 10 steps)
+    model.calls.clear()
+    DifCluE(**kwargs, guidance_interval=0.5).fit(weak, Z, y).generate(weak, x, targets)
+    assert model.calls and all(kw == {"guidance_steps": 5} for _, kw in model.calls)
+    # without a null latent 'auto' is no guidance, and the unguided search fails as before
+    exact = DifCluE(**kwargs).fit(context, Z, y)
+    assert exact.resolved_guidance_scale(context.model) == 0.0
+    unguided = DifCluE(**kwargs, guidance_scale=0.0, retry_guidance=0.0).fit(weak, Z, y).generate(weak, x, targets)
+    assert unguided.info["accepted_rate"] == 0.0 and unguided.info["mean_guided_decodes"] == 0.0
+
+
+@pytest.mark.parametrize("interval", [(0.6, 0.1), (0.1, 1.5), (-0.1, 0.5), (0.1,), ("a", "b")])
+def test_a_malformed_guidance_interval_fails_at_fit(setting, interval):
+    with pytest.raises(ValueError, match="guidance interval"):
+        _fit(DifCluE(guidance_interval=interval), setting)

@@ -56,12 +56,16 @@ def test_counts_denoiser_evaluations_exactly():
     assert (counter.n_calls, counter.n_samples) == (17, 66)
 
 
-def test_guidance_steps_guide_the_noisy_start_of_the_chain_only():
+def _edit_of_two_images():
+    """A model, the inverted noise of two images (4 steps) and their latents moved by 0.5."""
     model = DiffAE(_net())
     x = _images(2)
     z = model.encode(x)
-    x_T = model.invert(x, z, 4)
-    z_edit = z + 0.5
+    return model, model.invert(x, z, 4), z + 0.5
+
+
+def test_guidance_steps_guide_the_noisy_start_of_the_chain_only():
+    model, x_T, z_edit = _edit_of_two_images()
     plain = model.decode(z_edit, x_T, 4)
     full = model.decode(z_edit, x_T, 4, guidance_scale=2.0)
     assert torch.equal(model.decode(z_edit, x_T, 4, guidance_scale=2.0, guidance_steps=4), full)
@@ -76,6 +80,25 @@ def test_guidance_steps_guide_the_noisy_start_of_the_chain_only():
     assert not torch.allclose(half, plain) and not torch.allclose(half, full)
     with pytest.raises(ValueError, match="guidance_steps"):
         model.decode(z_edit, x_T, 4, guidance_scale=2.0, guidance_steps=5)
+
+
+def test_guidance_interval_guides_the_steps_whose_timestep_lies_in_it():
+    model, x_T, z_edit = _edit_of_two_images()
+    full = model.decode(z_edit, x_T, 4, guidance_scale=2.0)
+    assert torch.equal(model.decode(z_edit, x_T, 4, guidance_scale=2.0, guidance_interval=(0.0, 1.0)), full)
+    seen = []
+    hook = model.net.register_forward_pre_hook(lambda module, args, kwargs: seen.append(
+        (int(args[1].max()), len(args[0]))), with_kwargs=True)
+    counter = NFECounter()
+    model.decode(z_edit, x_T, 4, guidance_scale=2.0, guidance_interval=(0.2, 0.6), counter=counter)
+    hook.remove()
+    # 4 steps of T=1000 sit at t = 750, 500, 250, 0: only 500 and 250 lie in [200, 600]
+    assert [t for t, _ in seen] == [750, 500, 250, 0]
+    assert [n for _, n in seen] == [2, 4, 4, 2] and counter.n_samples == 12
+    with pytest.raises(ValueError, match="not both"):
+        model.decode(z_edit, x_T, 4, guidance_scale=2.0, guidance_steps=2, guidance_interval=(0.2, 0.6))
+    with pytest.raises(ValueError, match="low <= high"):
+        model.decode(z_edit, x_T, 4, guidance_scale=2.0, guidance_interval=(0.6, 0.2))
 
 
 def test_schedule_follows_the_configured_T():

@@ -84,7 +84,12 @@ def test_fixed_alpha_uses_one_decode(task, fitted_tiny_encoder, pixel_classifier
                                  method=DifCluE(alpha=0.4), random_state=0).fit(X, y)
     e = ex.explain(Xq[:4])
     np.testing.assert_allclose(e.alphas, 0.4)
-    assert e.n_function_evals == pytest.approx(fitted_tiny_encoder.encode_steps / 2 + ex.method_.decode_steps)
+    # the decode is guided (the encoder has a null latent) in the steps with 0.1 T <= t <= 0.6 T:
+    # 6 of DifCluE's 10 (t = 100, ..., 600) cost a second call
+    steps = ex.method_.decode_steps
+    guided = sum(100 <= int(t) <= 600 for t in fitted_tiny_encoder.model_.schedule(steps).timesteps)
+    assert guided == 6
+    assert e.n_function_evals == pytest.approx(fitted_tiny_encoder.encode_steps / 2 + steps + guided)
 
 
 def test_deterministic(explainer, task):
@@ -245,9 +250,11 @@ def test_explicit_cpu_device(task, fitted_tiny_encoder, pixel_classifier):
 def test_overshoot_walks_further_for_one_more_decode(task, fitted_tiny_encoder, pixel_classifier):
     X, y, Xq, _ = task
     base = CounterfactualExplainer(encoder=fitted_tiny_encoder, classifier=pixel_classifier,
-                                   method=DifCluE(max_decodes=2), random_state=0).fit(X, y).explain(Xq[:6])
+                                   method=DifCluE(max_decodes=2, guidance_scale=0.0),
+                                   random_state=0).fit(X, y).explain(Xq[:6])
     far = CounterfactualExplainer(encoder=fitted_tiny_encoder, classifier=pixel_classifier,
-                                  method=DifCluE(max_decodes=2, overshoot=1.5), random_state=0).fit(X, y).explain(Xq[:6])
+                                  method=DifCluE(max_decodes=2, overshoot=1.5, guidance_scale=0.0),
+                                  random_state=0).fit(X, y).explain(Xq[:6])
     steps = DifCluE().decode_steps
     assert far.n_function_evals == pytest.approx(base.n_function_evals + steps)
     # where the overshoot kept its image, the step is 1.5x (capped), else unchanged
@@ -262,12 +269,16 @@ def test_latent_guidance_doubles_decode_cost_and_changes_the_decode(task, fitted
         return CounterfactualExplainer(encoder=fitted_tiny_encoder, classifier=pixel_classifier,
                                        method=DifCluE(alpha=0.5, **params), random_state=0).fit(X, y).explain(Xq[:3])
 
-    plain, guided = explain(), explain(guidance_scale=2.0)
+    plain, guided = explain(guidance_scale=0.0), explain(guidance_scale=2.0, guidance_interval=1.0)
+    default = explain()  # guidance_scale='auto' (2 here), guidance_interval=(0.1, 0.6): 6 of 10 steps
     inversion = fitted_tiny_encoder.encode_steps / 2  # shared by the query's 2 modes
     steps = DifCluE().decode_steps
     assert plain.n_function_evals == pytest.approx(inversion + steps)
     assert guided.n_function_evals == pytest.approx(inversion + 2 * steps)
+    assert default.n_function_evals == pytest.approx(inversion + steps + 6)
     assert not np.allclose(plain.counterfactuals, guided.counterfactuals, atol=1e-4)
+    assert not np.allclose(default.counterfactuals, guided.counterfactuals, atol=1e-4)
+    assert not np.allclose(default.counterfactuals, plain.counterfactuals, atol=1e-4)
 
 
 def test_latent_guidance_needs_a_null_latent(task, tiny_encoder_factory, digits8, pixel_classifier):
@@ -432,7 +443,7 @@ def test_counterfactual_is_the_decode_of_the_reported_step(task, fitted_tiny_enc
     # query's own inverted noise, of its latent moved by the reported alpha along its mode's direction.
     X, y, Xq, _ = task
     ex = CounterfactualExplainer(encoder=fitted_tiny_encoder, classifier=pixel_classifier,
-                                 method=DifCluE(max_decodes=3, contrast="rest", decode_steps=None),
+                                 method=DifCluE(max_decodes=3, contrast="rest", decode_steps=None, guidance_scale=0.0),
                                  random_state=0).fit(X, y)
     e = ex.explain(Xq[:4])
     finder, enc = ex.direction_finder_, fitted_tiny_encoder
@@ -450,7 +461,8 @@ def test_counterfactual_is_the_decode_of_the_reported_step(task, fitted_tiny_enc
 
 def test_scan_search_with_mode_bound_end_to_end(task, fitted_tiny_encoder, pixel_classifier):
     X, y, Xq, _ = task
-    method = DifCluE(max_decodes=3, search="scan", mode_bound=0.05, fallback=None, extend_decodes=0, retry_guidance=0.0)
+    method = DifCluE(max_decodes=3, search="scan", mode_bound=0.05, fallback=None, extend_decodes=0, retry_guidance=0.0,
+                     guidance_scale=0.0)
     ex = CounterfactualExplainer(encoder=fitted_tiny_encoder, classifier=pixel_classifier,
                                  method=method, random_state=0).fit(X, y)
     out = ex.explain(Xq[:6])

@@ -72,8 +72,11 @@ def test_protocol_runs_end_to_end(tmp_path, monkeypatch):
         dissect = run["methods"]["dissect"]
         assert sorted(dissect["concept_to_class"].values()) == sorted(run["pair_labels"])
         assert 0 <= dissect["percent_conversion"]["mean"] <= 1 and dissect["n_queries"] == 3
+        refs = run["real_references"]  # the yardstick: real images of the modes
+        assert set(refs) == {"random_member", "nearest_member"}
+        assert refs["nearest_member"]["l1"] <= refs["random_member"]["l1"] and refs["random_member"]["spread_ratio"] > 0
     lines = fp.readme_lines(result)
-    assert len(lines) == 2 + 2 * 3 and all(line.startswith("|") for line in lines)
+    assert len(lines) == 2 + 2 * (3 + 2) and all(line.startswith("|") for line in lines)
     # the cache is reused: a second run trains nothing
     again = fp.run(cfg, ["difclue"], log=lambda m: None)
     assert again["encoder"]["from_cache"] and again["oracle"]["cached"]
@@ -119,3 +122,13 @@ def test_prepare_goes_on_from_what_earlier_calls_reached(tmp_path, monkeypatch):
     recovery = fp.mode_recovery(cfg, log=lambda m: None)
     assert recovery["n_steps"] == 7 and len(recovery["ari"]) == 4
     assert all(-1 <= v <= 1 for v in recovery["ari"].values())
+
+
+def test_real_references_retrieve_the_nearest_member_of_each_mode():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(20, 4, 4), dtype=np.uint8)
+    X_train, train_mode = np.concatenate([images, images]), np.repeat([0, 1], 20)  # the same images in both modes
+    queries = images[[3, 7, 12, 18]]  # members of both modes: the nearest member is the query itself
+    refs = fp.real_references(queries, X_train, train_mode, [0, 1], seed=0)
+    assert refs["nearest_member"] == {"spread_ratio": 1.0, "l1": 0.0}
+    assert refs["random_member"]["l1"] > 0.1

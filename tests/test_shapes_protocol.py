@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from skcfx.datasets import make_shapes
+from skcfx.diffusion import guidance_bounds, respace_timesteps
 from skcfx.methods import DifCluE
 from skcfx.protocols import attribute_proba, fit_attribute_oracle
 
@@ -63,7 +64,8 @@ def test_payload_is_strict_json(result):
 
 
 def test_payload_structure(result):
-    assert set(result["methods"]) == {"difclue", "difclue_no_extension", "difclue_decode_20", "dime", "fastdime", "dissect"}
+    assert set(result["methods"]) == {"difclue", "difclue_no_extension", "difclue_decode_20", "difclue_unguided_search",
+                                      "dime", "fastdime", "dissect"}
     for row in result["methods"].values():
         assert {"flip_rate", "fid", "mnac", "cd", "sigma_L", "l1", "n_function_evals", "independent_validity",
                 "spread_ratio_flipped", "closer_to_query_flipped"} <= set(row["dime_table"])
@@ -122,20 +124,27 @@ def test_percent_conversion_for_the_methods_with_modes_only(result):
 
 def test_extra_difclue_rows_share_the_modes_and_their_settings_apply(result):
     rows = result["methods"]
-    for name in ("difclue_no_extension", "difclue_decode_20"):
+    for name in ("difclue_no_extension", "difclue_decode_20", "difclue_unguided_search"):
         assert rows[name]["difclue_table"]["mode_to_subclass"] == rows["difclue"]["difclue_table"]["mode_to_subclass"]
     # without the extension a counterfactual gets the ladder's and at most the fallback's decodes,
     # once unguided and at most once more guided (the retry)
     method = DifCluE()
     info = rows["difclue_no_extension"]["info"]
     assert info["mean_decodes"] <= 2 * (method.max_decodes + method.fallback_decodes)
-    assert info["mean_guided_decodes"] <= info["mean_decodes"] / 2 + 1e-9
+    assert info["mean_guided_decodes"] <= info["mean_decodes"] + 1e-9
     # every decode of difclue_decode_20 takes the encoder's steps, the other rows DifCluE's own
-    # (inversion shared by the 2 modes of a query, then the decodes; a guided one costs two calls per step)
+    # (inversion shared by the 2 modes of a query, then the decodes; a guided one costs two calls
+    # per step of its guidance interval, (0.1, 0.6) of T)
     enc = TOY["encoder"]
+    low, high = guidance_bounds(method.guidance_interval, 1000)
     for name, steps in (("difclue", method.decode_steps), ("difclue_decode_20", enc["decode_steps"])):
-        decodes = rows[name]["info"]["mean_decodes"] + rows[name]["info"]["mean_guided_decodes"]
-        assert rows[name]["dime_table"]["n_function_evals"] == pytest.approx(enc["encode_steps"] / 2 + decodes * steps)
+        guided_steps = sum(low <= int(t) <= high for t in respace_timesteps(1000, steps))
+        info = rows[name]["info"]
+        calls = info["mean_decodes"] * steps + info["mean_guided_decodes"] * guided_steps
+        assert rows[name]["dime_table"]["n_function_evals"] == pytest.approx(enc["encode_steps"] / 2 + calls)
+    # the unguided search of the release before: only the fallback's decodes are guided
+    info = rows["difclue_unguided_search"]["info"]
+    assert info["mean_guided_decodes"] <= method.fallback_decodes + 1e-9
 
 
 def test_dissect_concepts_are_named_one_to_one_and_scored(result):
@@ -152,7 +161,8 @@ def test_readme_lines(result):
     lines = result["readme_lines"]
     assert all(isinstance(line, str) for line in lines)
     rows = [line for line in lines if line.startswith("| ") and not line.startswith("| method")]
-    assert [row.split("|")[1].strip() for row in rows] == ["difclue", "difclue_no_extension", "difclue_decode_20", "dime", "fastdime", "dissect"]
+    assert [row.split("|")[1].strip() for row in rows] == ["difclue", "difclue_no_extension", "difclue_decode_20",
+                                                           "difclue_unguided_search", "dime", "fastdime", "dissect"]
     n_columns = lines[2].count("|")
     assert all(row.count("|") == n_columns for row in rows)
 

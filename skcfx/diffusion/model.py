@@ -20,7 +20,7 @@ import torch.utils.checkpoint
 
 from .nets import DiffAENet
 from .precision import PRECISIONS, autocast, resolve_precision
-from .sampling import CountingDenoiser, LatentGuidedDenoiser, NFECounter, invert_ddim, sample_ddim
+from .sampling import CountingDenoiser, LatentGuidedDenoiser, NFECounter, guidance_bounds, invert_ddim, sample_ddim
 from .schedule import Schedule
 
 __all__ = ["DiffAE", "PRECISIONS"]
@@ -153,7 +153,8 @@ class DiffAE:
         # Below the counter, so that recomputation in the backward pass is not counted.
         return torch.utils.checkpoint.checkpoint(self.eps, x_t, t, cond, use_reentrant=False)
 
-    def denoiser(self, counter=None, *, unconditional=False, guidance_scale=0.0, checkpoint=False, guidance_min_t=0):
+    def denoiser(self, counter=None, *, unconditional=False, guidance_scale=0.0, checkpoint=False, guidance_min_t=0,
+                 guidance_max_t=None):
         """An ``eps_model(x_t, t, **extra_args)`` callable for the samplers.
 
         Parameters
@@ -168,8 +169,9 @@ class DiffAE:
         checkpoint : bool, default=False
             Recompute the network's activations in the backward pass instead of storing them
             (``torch.utils.checkpoint``); recomputations are not counted.
-        guidance_min_t : int, default=0
-            Guide only at original timesteps ``>= guidance_min_t`` (the noisy part of a chain).
+        guidance_min_t, guidance_max_t : int or None, default=0, None
+            Guide only at original timesteps in ``[guidance_min_t, guidance_max_t]`` (None: no
+            upper bound).
         """
         if (unconditional or guidance_scale > 0) and not self.has_null_latent:
             raise ValueError("this needs a network trained with latent_dropout > 0 (it has no null "
@@ -179,7 +181,8 @@ class DiffAE:
             counted = model
             return lambda x_t, t, **_: counted(x_t, t, cond=None)
         if guidance_scale > 0:
-            return LatentGuidedDenoiser(model, self.net.null_cond, guidance_scale, min_t=guidance_min_t)
+            return LatentGuidedDenoiser(model, self.net.null_cond, guidance_scale, min_t=guidance_min_t,
+                                        max_t=guidance_max_t)
         return model
 
     def encode(self, x_0, *, requires_grad=False):
@@ -200,8 +203,8 @@ class DiffAE:
         return invert_ddim(self.denoiser(counter), x_0, self.schedule(n_steps), extra_args={"cond": z},
                            stop_index=stop_index)
 
-    def decode(self, z, x_T, n_steps, *, guidance_scale=0.0, guidance_steps=None, counter=None,
-               requires_grad=False, checkpoint=False, start_index=None):
+    def decode(self, z, x_T, n_steps, *, guidance_scale=0.0, guidance_steps=None, guidance_interval=None,
+               counter=None, requires_grad=False, checkpoint=False, start_index=None):
         """DDIM decoding of ``(z, x_T)`` into images in [-1, 1].
 
         Parameters
@@ -214,7 +217,11 @@ class DiffAE:
             Classifier-free guidance on ``z`` (see :meth:`denoiser`).
         guidance_steps : int or None, default=None
             Guide only the first (noisiest) ``guidance_steps`` steps of the ``n_steps`` chain;
-            None: all of them.
+            None: all of them (or ``guidance_interval``'s).
+        guidance_interval : (float, float) or None, default=None
+            ``(low, high)`` with ``0 <= low <= high <= 1``: guide only the steps whose original
+            timestep ``t`` has ``low <= t / T <= high`` (e.g. ``(0.1, 0.6)``: neither the noisiest
+            steps, which fix the layout, nor the last one). Not with ``guidance_steps``.
         counter : NFECounter or None, default=None
         requires_grad : bool, default=False
             Keep the autograd graph through every step, so the result is differentiable with
@@ -227,15 +234,19 @@ class DiffAE:
             ``n_steps`` schedule (what :meth:`invert` with ``stop_index`` returns); None: from x_T.
         """
         schedule = self.schedule(n_steps)
-        min_t = 0  # every step guided
+        min_t, max_t = 0, None  # every step guided
+        if guidance_steps is not None and guidance_interval is not None:
+            raise ValueError("give guidance_steps or guidance_interval, not both.")
         if guidance_steps is not None:
             if not 0 <= guidance_steps <= n_steps:
                 raise ValueError(f"guidance_steps must be in [0, n_steps={n_steps}], got {guidance_steps}.")
             if guidance_steps < n_steps:
                 # timesteps ascend: the guided ones are the last guidance_steps (none when 0)
                 min_t = int(schedule.timesteps[n_steps - guidance_steps]) if guidance_steps else self.T + 1
+        if guidance_interval is not None:
+            min_t, max_t = guidance_bounds(guidance_interval, self.T)
         model = self.denoiser(counter, guidance_scale=guidance_scale, checkpoint=checkpoint and requires_grad,
-                              guidance_min_t=min_t)
+                              guidance_min_t=min_t, guidance_max_t=max_t)
         x_0 = sample_ddim(model, x_T, schedule, extra_args={"cond": z}, requires_grad=requires_grad,
                           start_index=start_index)
         return x_0.clamp(-1, 1)

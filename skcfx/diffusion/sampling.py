@@ -35,6 +35,7 @@ __all__ = [
     "clip_grad_norm",
     "CountingDenoiser",
     "LatentGuidedDenoiser",
+    "guidance_bounds",
     "NFECounter",
 ]
 
@@ -434,6 +435,37 @@ def sample_guided(eps_model, x_start, schedule, start_index, *, grad_fn, generat
     return z.clamp(-1.0, 1.0)
 
 
+def guidance_bounds(interval, T):
+    """Original-timestep bounds ``(min_t, max_t)`` of a guidance interval given as fractions of ``T``.
+
+    Parameters
+    ----------
+    interval : (float, float)
+        ``(low, high)`` with ``0 <= low <= high <= 1``: the steps whose timestep ``t`` has
+        ``low <= t / T <= high`` are guided.
+    T : int
+        Diffusion steps of the training schedule.
+
+    Returns
+    -------
+    (int, int)
+        Inclusive bounds on ``t`` for :class:`LatentGuidedDenoiser` (``min_t``, ``max_t``).
+
+    Examples
+    --------
+    >>> guidance_bounds((0.1, 0.6), 1000)
+    (100, 600)
+    """
+    try:
+        low, high = (float(v) for v in interval)
+    except (TypeError, ValueError):
+        raise ValueError(f"a guidance interval is a pair (low, high) of fractions of T, got {interval!r}.") from None
+    if not 0.0 <= low <= high <= 1.0:
+        raise ValueError(f"a guidance interval (low, high) needs 0 <= low <= high <= 1, got {interval!r}.")
+    # the tolerance keeps e.g. 0.6 * 1000 = 600.0000000000001 from dropping the step t = 600
+    return int(math.ceil(low * T - 1e-6)), int(math.floor(high * T + 1e-6))
+
+
 class LatentGuidedDenoiser:
     """Classifier-free guidance on the semantic latent (Ho & Salimans 2022).
 
@@ -451,23 +483,31 @@ class LatentGuidedDenoiser:
         ``null_cond(n) -> (n, latent_dim)`` null latents (e.g. ``DiffAENet.null_cond``).
     scale : float
         Guidance scale (>= 0).
-    min_t : int, default=0
-        Guide only the calls whose (original) timesteps are all ``>= min_t``: the noisy part of
-        a chain, where the layout is decided (guidance in a limited interval, Kynkaenniemi et al.
-        2024); later calls are plain conditional ones and cost ``n``, not ``2n``.
+    min_t, max_t : int or None, default=0, None
+        Guide only the calls whose (original) timesteps all lie in ``[min_t, max_t]`` (None: no
+        upper bound): guidance in a limited interval (Kynkaenniemi et al., NeurIPS 2024, who
+        found guidance at the highest noise levels costs diversity, and at the lowest does
+        little). The other calls are plain conditional ones and cost ``n``, not ``2n``.
     """
 
-    def __init__(self, eps_model, null_cond, scale, min_t=0):
+    def __init__(self, eps_model, null_cond, scale, min_t=0, max_t=None):
         if scale < 0:
             raise ValueError(f"scale must be >= 0, got {scale}.")
         self.eps_model = eps_model
         self.null_cond = null_cond
         self.scale = float(scale)
         self.min_t = int(min_t)
+        self.max_t = None if max_t is None else int(max_t)
+
+    def _guided(self, t):
+        # (no bounds, every step guided, skips the check: it would sync a GPU on every call)
+        if self.min_t <= 0 and self.max_t is None:
+            return True
+        t = torch.as_tensor(t)
+        return int(t.min()) >= self.min_t and (self.max_t is None or int(t.max()) <= self.max_t)
 
     def __call__(self, x_t, t, cond):
-        # (min_t 0, every step guided, skips the check: it would sync a GPU on every call)
-        if self.scale == 0 or (self.min_t > 0 and int(torch.as_tensor(t).min()) < self.min_t):
+        if self.scale == 0 or not self._guided(t):
             return self.eps_model(x_t, t, cond=cond)
         n = x_t.shape[0]
         t = torch.as_tensor(t, device=x_t.device)
