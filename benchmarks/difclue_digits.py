@@ -38,8 +38,8 @@ from scipy.spatial.distance import cdist
 from sklearn.neural_network import MLPClassifier
 from sklearn.svm import SVC
 
-from _common import (CACHE, RESULTS, add_encoder_args, cached_encoder, digits_split, edits_and_validity,
-                     encoder_overrides, load_or_fit, write_json)
+from _common import (CACHE, RESULTS, UNGUIDED_SEARCH, add_encoder_args, cached_encoder, digits_split,
+                     edits_and_validity, encoder_overrides, load_or_fit, write_json)
 from skcfx import CounterfactualExplainer, ModalDirectionFinder
 from skcfx.classifiers import TimmClassifier
 from skcfx.methods import DISSECT, DifCluE
@@ -47,9 +47,6 @@ from skcfx.metrics import edit_specificity
 from skcfx.protocols import evaluate_mode_conversion, match_concepts, mixed_class_labels, mode_subclasses
 
 BENCHMARK_PAIRS = [(1, 7), (0, 6)]
-
-# The release before guided its fallback only, every step of it: its rows keep that meaning.
-UNGUIDED_SEARCH = dict(guidance_scale=0.0, guidance_interval=1.0)
 
 VARIANTS = {
     "difclue": dict(n_modes=2, method=lambda: DifCluE()),
@@ -66,7 +63,8 @@ VARIANTS = {
     "guidance_1": dict(n_modes=2, method=lambda: DifCluE(guidance_scale=1.0, guidance_interval=1.0, max_decodes=2)),
     # Latent guidance on every decode step, or on the noisiest half only (half the extra cost),
     # and no guided retry (the rows of the release that guided the retry only).
-    "guidance_2": dict(n_modes=2, method=lambda: DifCluE(guidance_scale=2.0, guidance_interval=1.0, retry_guidance=0.0)),
+    "guidance_2": dict(n_modes=2, method=lambda: DifCluE(guidance_scale=2.0, guidance_interval=1.0,
+                                                        retry_guidance=0.0)),
     "guidance_2_half": dict(n_modes=2, method=lambda: DifCluE(guidance_scale=2.0, guidance_interval=0.5,
                                                              retry_guidance=0.0)),
     # No latent guidance at all (what an encoder without a null latent gets).

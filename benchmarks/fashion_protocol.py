@@ -47,7 +47,7 @@ import time
 import numpy as np
 from sklearn.metrics import adjusted_rand_score
 
-from _common import CACHE, RESULTS, edits_and_validity, load_or_fit, semantic_control, write_json
+from _common import CACHE, RESULTS, UNGUIDED_SEARCH, edits_and_validity, load_or_fit, semantic_control, write_json
 from skcfx import CounterfactualExplainer, DiffAEEncoder, ModalDirectionFinder
 from skcfx.classifiers import TimmClassifier
 from skcfx.datasets import load_fashion_mnist
@@ -201,9 +201,6 @@ def cached_classifier(cfg, name, X, y, seed):
 # methods: name -> (factory(cfg) -> method, uses the modes, guided: explains only the first
 # n_guided_queries queries because each counterfactual costs hundreds of denoiser calls)
 # ---------------------------------------------------------------------------------------------------
-
-# The release before guided its fallback only, every step of it: its rows keep that meaning.
-UNGUIDED_SEARCH = dict(guidance_scale=0.0, guidance_interval=1.0)
 
 METHODS = {
     "difclue": (lambda cfg: DifCluE(), True, False),

@@ -22,15 +22,12 @@ import time
 import numpy as np
 
 import shapes_protocol as sp
-from _common import CACHE, flipped_edit_specificity, load_or_fit, semantic_control, write_json
+from _common import CACHE, UNGUIDED_SEARCH, flipped_edit_specificity, load_or_fit, semantic_control, write_json
 from skcfx import CounterfactualExplainer, ModalDirectionFinder
 from skcfx.classifiers import TimmClassifier
 from skcfx.methods import DifCluE
 from skcfx.metrics import extract_features, frechet_distance
 from skcfx.protocols import attribute_proba, fit_attribute_oracle, mode_subclasses
-
-# The release before guided its fallback only, every step of it: its rows keep that meaning.
-UNGUIDED_SEARCH = dict(guidance_scale=0.0, guidance_interval=1.0)
 
 VARIANTS = {
     "default": dict(),
@@ -139,7 +136,8 @@ def main():
         r = rows[name]
         print(f"{name}: flip {r['flip_rate']:.3f} (neg {r['flip_rate_negatives']:.3f} / pos "
               f"{r['flip_rate_positives']:.3f}), conversion {r['percent_conversion']['mean']:.3f}, "
-              f"FID {r['fid']:.1f}, NFE {r['n_function_evals']:.1f}, spread {r['spread_ratio_flipped']:.2f}", flush=True)
+              f"FID {r['fid']:.1f}, NFE {r['n_function_evals']:.1f}, spread {r['spread_ratio_flipped']:.2f}",
+              flush=True)
     # Does the latent decide the positive class's attributes, or the inverted noise? (DifCluE edits
     # only the latent: an attribute the noise decides cannot be changed by it.)
     control = {}
