@@ -503,8 +503,9 @@ class LatentGuidedDenoiser:
         # (no bounds, every step guided, skips the check: it would sync a GPU on every call)
         if self.min_t <= 0 and self.max_t is None:
             return True
-        t = torch.as_tensor(t)
-        return int(t.min()) >= self.min_t and (self.max_t is None or int(t.max()) <= self.max_t)
+        # one host read for both bounds (each read of a GPU tensor waits for the device)
+        low, high = torch.stack(torch.aminmax(torch.as_tensor(t))).tolist()
+        return low >= self.min_t and (self.max_t is None or high <= self.max_t)
 
     def __call__(self, x_t, t, cond):
         if self.scale == 0 or not self._guided(t):
